@@ -1,0 +1,3 @@
+from hwkit.cli import main
+
+main()

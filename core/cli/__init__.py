@@ -1,0 +1,68 @@
+"""The ``hwkit`` command line. Each command group lives in its own module under hwkit.cli.
+
+Command modules import only typer and hwkit's light core at the top; torch, transformers
+and openvino are imported inside the commands that need them, so ``hwkit --help`` is fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+
+from hwkit.errors import EXIT_INTERRUPTED, HwkitError
+
+# Each module defines ``register(app: typer.Typer) -> None``.
+COMMAND_MODULES = [
+    "hwkit.cli.doctor",
+    "hwkit.cli.profiles_cmd",
+    "hwkit.cli.plugins_cmd",
+]
+
+app = typer.Typer(
+    name="hwkit",
+    help="Fine-tune, embed, retrieve, export and serve language models on the hardware you have.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+@app.callback()
+def _root(
+    log_json: bool = typer.Option(False, "--log-json", help="Log JSON lines (default on non-terminals)."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
+) -> None:
+    from hwkit import log
+
+    log.configure(json=True if log_json else None, level="DEBUG" if verbose else None)
+
+
+for _name in COMMAND_MODULES:
+    importlib.import_module(_name).register(app)
+
+
+def main() -> None:
+    """Entry point: hwkit errors become one line on stderr and a documented exit code."""
+    try:
+        app(standalone_mode=False)
+    except HwkitError as exc:
+        typer.echo(f"error: {exc.one_line()}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(1)
+    except Exception as exc:  # click usage errors arrive here with standalone_mode=False
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise

@@ -1,0 +1,206 @@
+"""The plugin manager: loads each ``hwkit`` entry point on its own and keeps going.
+
+pluggy's ``load_setuptools_entrypoints`` stops at the first plugin that fails to import;
+here a failure is recorded (plugin, distribution, stage, error) and shown by
+``hwkit doctor`` and ``hwkit plugins`` while every other plugin still works.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pluggy
+
+from hwkit import hookspecs
+from hwkit.errors import HwkitError
+from hwkit.registry import Registry
+
+ENTRY_POINT_GROUP = "hwkit"
+DISABLE_ENV = "HWKIT_DISABLE_PLUGINS"
+BUILTIN_DISTRIBUTION = "hwkit"
+
+# hook name -> (registry attribute, what it registers)
+HOOKS: dict[str, tuple[str, str]] = {
+    "hwkit_register_backends": ("backends", "backend"),
+    "hwkit_register_profiles": ("profiles", "profile"),
+    "hwkit_register_trainers": ("trainers", "trainer"),
+    "hwkit_register_embedders": ("embedders", "embedder"),
+    "hwkit_register_retrievers": ("retrievers", "retriever"),
+    "hwkit_register_exporters": ("exporters", "exporter"),
+}
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    name: str
+    module: str
+    distribution: str | None
+    version: str | None
+
+    @property
+    def builtin(self) -> bool:
+        return self.distribution == BUILTIN_DISTRIBUTION
+
+
+@dataclass(frozen=True)
+class PluginFailure:
+    plugin: str
+    distribution: str | None
+    stage: str  # "import" or the hook name
+    error: str
+
+    def one_line(self) -> str:
+        dist = f" (from {self.distribution})" if self.distribution else ""
+        return f"plugin {self.plugin!r}{dist} failed at {self.stage}: {self.error}"
+
+
+def disabled_from_env(value: str | None = None) -> set[str]:
+    """Names in ``HWKIT_DISABLE_PLUGINS`` (comma or space separated); ``*`` means all third-party."""
+    raw = os.environ.get(DISABLE_ENV, "") if value is None else value
+    return {part.strip() for part in raw.replace(",", " ").split() if part.strip()}
+
+
+def _describe(exc: BaseException) -> str:
+    text = exc.one_line() if isinstance(exc, HwkitError) else str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class PluginManager:
+    """Holds the pluggy manager and one registry per kind of plugin."""
+
+    def __init__(self, disabled: set[str] | None = None) -> None:
+        self.pm = pluggy.PluginManager(hookspecs.PROJECT)
+        self.pm.add_hookspecs(hookspecs)
+        self.disabled = disabled_from_env() if disabled is None else set(disabled)
+        self.plugins: list[PluginInfo] = []
+        self.failures: list[PluginFailure] = []
+        self.skipped: list[PluginInfo] = []
+        self.backends: Registry[Any] = Registry("backend")
+        self.profiles: Registry[Any] = Registry("profile")
+        self.trainers: Registry[Any] = Registry("trainer")
+        self.embedders: Registry[Any] = Registry("embedder")
+        self.retrievers: Registry[Any] = Registry("retriever")
+        self.exporters: Registry[Any] = Registry("exporter")
+        self._collected = False
+
+    # -- loading -----------------------------------------------------------------------
+    def _is_disabled(self, name: str, distribution: str | None) -> bool:
+        if name in self.disabled or (distribution and distribution in self.disabled):
+            return True
+        return "*" in self.disabled and distribution != BUILTIN_DISTRIBUTION
+
+    def load_entry_points(self) -> PluginManager:
+        """Import every ``hwkit`` entry point, built-ins first, each on its own."""
+        eps = list(metadata.entry_points(group=ENTRY_POINT_GROUP))
+        eps.sort(key=lambda ep: (_dist_name(ep) != BUILTIN_DISTRIBUTION, _dist_name(ep) or "", ep.name))
+        seen: set[str] = set()
+        for ep in eps:
+            dist = _dist_name(ep)
+            info = PluginInfo(ep.name, ep.value, dist, _dist_version(ep))
+            if ep.name in seen:
+                self.failures.append(
+                    PluginFailure(ep.name, dist, "import", "another plugin already uses this name")
+                )
+                continue
+            seen.add(ep.name)
+            if self._is_disabled(ep.name, dist):
+                self.skipped.append(info)
+                continue
+            try:
+                module = ep.load()
+            except BaseException as exc:  # noqa: BLE001 - a plugin may raise anything, SystemExit too
+                if isinstance(exc, KeyboardInterrupt):
+                    raise
+                self.failures.append(PluginFailure(ep.name, dist, "import", _describe(exc)))
+                continue
+            self.register_plugin(module, ep.name, distribution=dist, version=info.version)
+        return self
+
+    def register_plugin(
+        self,
+        plugin: object,
+        name: str,
+        *,
+        distribution: str | None = None,
+        version: str | None = None,
+    ) -> None:
+        """Register a module or object with hook implementations (tests, embedding apps)."""
+        try:
+            self.pm.register(plugin, name=name)
+        except Exception as exc:
+            self.failures.append(PluginFailure(name, distribution, "register", _describe(exc)))
+            return
+        module = getattr(plugin, "__name__", type(plugin).__name__)
+        self.plugins.append(PluginInfo(name, module, distribution, version))
+        self._collected = False
+
+    # -- collecting --------------------------------------------------------------------
+    def collect(self) -> PluginManager:
+        """Call each plugin's register hooks one plugin at a time, isolating failures."""
+        for registry_attr, _ in HOOKS.values():
+            setattr(self, registry_attr, Registry(getattr(self, registry_attr).what))
+        self.failures = [f for f in self.failures if f.stage in ("import", "register")]
+        order = {info.name: i for i, info in enumerate(self.plugins)}
+        dists = {info.name: info.distribution for info in self.plugins}
+        for hook_name, (registry_attr, _what) in HOOKS.items():
+            registry: Registry[Any] = getattr(self, registry_attr)
+            impls = getattr(self.pm.hook, hook_name).get_hookimpls()
+            for impl in sorted(impls, key=lambda i: order.get(i.plugin_name, len(order))):
+                owner = impl.plugin_name
+                register = self._registrar(registry, owner, dists.get(owner), hook_name)
+                try:
+                    impl.function(register)
+                except Exception as exc:
+                    self.failures.append(
+                        PluginFailure(owner, dists.get(owner), hook_name, _describe(exc))
+                    )
+        self._collected = True
+        return self
+
+    def _registrar(
+        self, registry: Registry[Any], owner: str, dist: str | None, hook_name: str
+    ) -> Callable[..., None]:
+        def register(item: Any, name: str | None = None) -> None:
+            if registry.what == "profile":
+                from hwkit.hardware_profile import HardwareProfile, load_profile
+
+                if not isinstance(item, HardwareProfile):
+                    try:
+                        item = load_profile(Path(item))
+                    except HwkitError as exc:  # one bad file must not hide the others
+                        self.failures.append(PluginFailure(owner, dist, hook_name, exc.one_line()))
+                        return
+            key = name or getattr(item, "name", None)
+            if not isinstance(key, str) or not key:
+                raise TypeError(f"a {registry.what} needs a non-empty string `name`: {item!r}")
+            try:
+                registry.add(key, item, owner)
+            except ValueError as exc:
+                self.failures.append(PluginFailure(owner, dist, hook_name, str(exc)))
+
+        return register
+
+    def ensure_collected(self) -> PluginManager:
+        if not self._collected:
+            self.collect()
+        return self
+
+
+def _dist_name(ep: metadata.EntryPoint) -> str | None:
+    dist = getattr(ep, "dist", None)
+    return dist.name if dist is not None else None
+
+
+def _dist_version(ep: metadata.EntryPoint) -> str | None:
+    dist = getattr(ep, "dist", None)
+    return dist.version if dist is not None else None
+
+
+def load_plugins(disabled: set[str] | None = None) -> PluginManager:
+    """A manager with every entry point loaded and collected."""
+    return PluginManager(disabled).load_entry_points().collect()

@@ -1,0 +1,1 @@
+"""Built-in workloads: trainers, embedders, retrievers, exporters and data sources."""
