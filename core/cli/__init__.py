@@ -47,7 +47,9 @@ for _name in COMMAND_MODULES:
 def main() -> None:
     """Entry point: hwkit errors become one line on stderr and a documented exit code."""
     try:
-        app(standalone_mode=False)
+        result = app(standalone_mode=False)
+        # click returns the code of a typer.Exit here instead of raising it
+        sys.exit(result if isinstance(result, int) else 0)
     except HwkitError as exc:
         typer.echo(f"error: {exc.one_line()}", err=True)
         sys.exit(exc.exit_code)

@@ -1,1 +1,23 @@
-"""plugins/data"""
+"""Training data: sources, mappings to chat messages, preference pairs, filters, readiness.
+
+``prepare(DataConfig(...))`` returns train/validation rows in trl's conversational formats
+plus a readiness report; every row read is kept or written to the rejects with a reason.
+Heavy libraries (sqlalchemy, datasets, datasketch) are imported only by the sources and
+filters that use them.
+"""
+
+from hwkit.plugins.data.config import ColumnMapping, DataConfig, ReadinessThresholds
+from hwkit.plugins.data.prepare import PreparedData, prepare
+from hwkit.plugins.data.readiness import EXIT_NOT_READY, ReadinessReport
+from hwkit.plugins.data.sources import mask_url
+
+__all__ = [
+    "EXIT_NOT_READY",
+    "ColumnMapping",
+    "DataConfig",
+    "PreparedData",
+    "ReadinessReport",
+    "ReadinessThresholds",
+    "mask_url",
+    "prepare",
+]

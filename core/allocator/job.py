@@ -1,0 +1,97 @@
+"""What the user asks for: a workload on a model, before any hardware is considered."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, get_args
+
+from hwkit.allocator.spec import ModelSpec
+from hwkit.errors import UsageError
+from hwkit.plan import JobKind
+
+Quantization = Literal["auto", "none", "nf4", "int8"]
+
+TRAINING_KINDS = frozenset({"sft", "dpo", "full", "embedder-train"})
+LORA_KINDS = frozenset({"sft", "dpo"})
+
+
+@dataclass(frozen=True)
+class Job:
+    """One workload. ``None`` settings (micro-batch, checkpointing) are the allocator's to choose.
+
+    ``effective_batch`` counts examples per optimizer step (DPO: preference pairs, each a
+    chosen and a rejected row; embedder training: (anchor, positive) pairs).
+    For ``generate`` ``seq_len`` is prompt plus new tokens and ``effective_batch`` the
+    number of sequences decoded together.
+    """
+
+    kind: JobKind
+    model: ModelSpec
+    seq_len: int = 512
+    effective_batch: int = 16
+    lora_rank: int | None = 8
+    quantization: Quantization = "auto"
+    gradient_checkpointing: bool | None = None
+    micro_batch: int | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.model, str):  # accept a name or path for convenience
+            object.__setattr__(self, "model", ModelSpec.from_pretrained(self.model))
+        if self.kind not in get_args(JobKind):
+            raise UsageError(
+                f"job kind {self.kind!r} unknown", hint="use one of " + ", ".join(get_args(JobKind))
+            )
+        if self.quantization not in get_args(Quantization):
+            raise UsageError(
+                f"quantization {self.quantization!r} unknown",
+                hint="use one of " + ", ".join(get_args(Quantization)),
+            )
+        if self.effective_batch < 1:
+            raise UsageError(
+                f"effective batch {self.effective_batch} is invalid", hint="it must be at least 1"
+            )
+        if self.seq_len < 1:
+            raise UsageError(f"sequence length {self.seq_len} is invalid", hint="it must be at least 1")
+        if self.seq_len > self.model.max_positions:
+            raise UsageError(
+                f"sequence length {self.seq_len} exceeds {self.model.name}'s limit of "
+                f"{self.model.max_positions} (max_position_embeddings)",
+                hint=f"use --seq-len {self.model.max_positions} or less",
+            )
+        if self.micro_batch is not None and (
+            self.micro_batch < 1 or self.effective_batch % self.micro_batch
+        ):
+            raise UsageError(
+                f"micro-batch {self.micro_batch} does not divide the effective batch "
+                f"{self.effective_batch}",
+                hint="pick a divisor, or leave it to the allocator",
+            )
+        if self.kind in LORA_KINDS:
+            if self.lora_rank is None or self.lora_rank < 1:
+                raise UsageError(
+                    f"LoRA rank {self.lora_rank} is invalid for {self.kind}",
+                    hint="use a rank of at least 1, or job kind 'full' for full fine-tuning",
+                )
+        else:
+            object.__setattr__(self, "lora_rank", None)
+        if self.kind not in TRAINING_KINDS:
+            object.__setattr__(self, "gradient_checkpointing", False)
+        if self.kind in {"full", "embedder-train"} and self.quantization in ("nf4", "int8"):
+            raise UsageError(
+                f"{self.kind} trains every weight and cannot use {self.quantization} weights",
+                hint="use quantization 'none', or 'sft' (QLoRA) for a 4-bit base",
+            )
+        if self.model.encoder and self.kind in {"sft", "dpo", "full", "generate"}:
+            raise UsageError(
+                f"{self.model.name} is an encoder ({self.model.model_type}); it cannot run {self.kind}",
+                hint="use it for 'embed' or 'embedder-train'",
+            )
+
+    @property
+    def trains(self) -> bool:
+        return self.kind in TRAINING_KINDS
+
+    @property
+    def rows_per_example(self) -> int:
+        """Sequences each example puts through the model: DPO and pair training use two."""
+        return 2 if self.kind in {"dpo", "embedder-train"} else 1

@@ -1,0 +1,153 @@
+"""The memory model: estimated peak bytes of a job, by part, from architecture facts.
+
+Each part follows what PyTorch keeps alive at the peak of a training step (the start of
+the backward pass, when every saved activation, the saved log-softmax and its gradients
+exist together). Two factors were calibrated on measured CPU runs of SmolLM2-135M
+(``bench/allocator_accuracy.py``; see docs/allocator.md): ``ACTIVATION_SCALE`` and
+``LOGIT_BYTES_FP32``. Everything else is counted from shapes and dtypes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hwkit.allocator.job import Job
+from hwkit.allocator.spec import ModelSpec
+from hwkit.plan import MemoryEstimate
+
+GiB = 1024**3
+DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+
+# Bytes per weight of a quantised linear layer: NF4 = 4 bits + one fp32 absmax per 64
+# weights (bitsandbytes without double quantisation; with it, slightly less).
+QUANT_BYTES = {"nf4": 0.5 + 4 / 64, "int8": 1.0 + 4 / 4096}
+
+# Calibrated (docs/allocator.md): saved activations measured / counted tensor elements.
+ACTIVATION_SCALE = 1.0
+# Bytes per logit element at the peak of the loss's backward in float32: the logits the
+# caller keeps (trl keeps ``outputs``), the saved log-softmax, and the two gradients.
+LOGIT_BYTES_FP32 = 16.0
+
+# Memory a process holds before any model is built: CPU = the Python interpreter with
+# torch + transformers + peft imported (measured RSS, docs/allocator.md); CUDA/XPU = the
+# driver context and library workspaces (cuBLAS, oneDNN), which allocator statistics miss.
+RUNTIME_OVERHEAD = {
+    "cpu": int(0.75 * GiB),
+    "cuda": int(1.0 * GiB),
+    "xpu": int(1.0 * GiB),
+    "npu": int(0.3 * GiB),
+}
+# Caching allocators (CUDA, XPU) fragment: budget a share of the transient parts on top.
+FRAGMENTATION = {"cuda": 0.08, "xpu": 0.10}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The choices the estimate depends on (one candidate the planner tries)."""
+
+    dtype: str
+    quantization: str
+    micro_batch: int
+    gradient_checkpointing: bool
+    attention: str = "sdpa"
+    backend: str = "cuda"
+
+
+def _act_elems_per_token_layer(spec: ModelSpec, lora_rank: int | None) -> int:
+    """Tensor elements one block saves for backward, per token.
+
+    Decoder (Llama-style): residual input and its norm, rotated q, keys and values after
+    GQA expansion, attention output and its reshaped copy, second residual and norm
+    (4 hidden + 5 q-width), and the MLP's gate, activation, up and product (4 intermediate;
+    2 for a plain GELU MLP). Encoder (BERT): the same plus dropout outputs.
+    """
+    h, q, i = spec.hidden, spec.q_dim, spec.intermediate
+    mlp = 4 * i if spec.mlp_matrices == 3 else 2 * i
+    elems = 4 * h + 5 * q + mlp
+    if spec.encoder:
+        elems += 3 * h + i  # dropout outputs after attention, output and intermediate
+    if lora_rank:
+        elems += spec.lora_modules() * lora_rank
+    return elems
+
+
+def _attention_square_bytes(spec: ModelSpec, seq_len: int, attention: str, dtype_b: int) -> int:
+    """Per row and layer: the s x s scores that eager attention (and a masked encoder) keeps."""
+    if attention == "eager" or spec.encoder:
+        return spec.num_heads * seq_len * seq_len * (4 + dtype_b)
+    return 0
+
+
+def weight_bytes(spec: ModelSpec, dtype: str, quantization: str, *, master_fp32: bool = False) -> int:
+    """Base weights: linear layers in the quantised format, the rest in ``dtype``."""
+    dtype_b = 4 if master_fp32 else DTYPE_BYTES[dtype]
+    linear = spec.num_layers * spec.layer_linear_params
+    rest = spec.param_count - linear
+    if quantization in QUANT_BYTES:
+        return int(linear * QUANT_BYTES[quantization] + rest * dtype_b)
+    return spec.param_count * dtype_b
+
+
+def estimate(job: Job, settings: Settings) -> MemoryEstimate:
+    """Peak bytes of ``job`` under ``settings``, by part."""
+    spec = job.model
+    dtype_b = DTYPE_BYTES[settings.dtype]
+    rows = settings.micro_batch * job.rows_per_example
+    tokens = rows * job.seq_len
+    backend = settings.backend
+    parts = dict.fromkeys(MemoryEstimate.model_fields, 0)
+
+    if job.kind in ("sft", "dpo"):
+        assert job.lora_rank is not None
+        lora = spec.lora_params(job.lora_rank)
+        parts["weights"] = weight_bytes(spec, settings.dtype, settings.quantization)
+        parts["adapters"] = lora * 4  # peft keeps adapters in float32 (autocast_adapter_dtype)
+        parts["gradients"] = lora * 4
+        parts["optimizer"] = lora * 8  # AdamW: two float32 moments
+        if settings.quantization in QUANT_BYTES:
+            # one layer dequantised at a time for the matmul
+            parts["overhead"] += spec.layer_linear_params * dtype_b
+    elif job.kind in ("full", "embedder-train"):
+        # fp16 training keeps float32 master weights (GradScaler cannot unscale fp16
+        # gradients); bf16 and fp32 train in their own dtype.
+        master = settings.dtype == "float16"
+        param_b = 4 if master else dtype_b
+        parts["weights"] = spec.param_count * param_b
+        parts["gradients"] = spec.param_count * param_b
+        parts["optimizer"] = spec.param_count * 2 * param_b  # AdamW moments in the param dtype
+    else:
+        parts["weights"] = weight_bytes(spec, settings.dtype, settings.quantization)
+
+    upcast = 0 if dtype_b == 4 else 2 * spec.hidden * 4  # norms compute in float32
+    if job.trains:
+        per_layer = _act_elems_per_token_layer(spec, job.lora_rank) * dtype_b + upcast
+        square = _attention_square_bytes(spec, job.seq_len, settings.attention, dtype_b) * rows
+        if settings.gradient_checkpointing:
+            stored = spec.num_layers * spec.hidden * dtype_b * tokens
+            acts = stored + per_layer * tokens + square
+        else:
+            acts = spec.num_layers * (per_layer * tokens + square)
+        acts += 2 * spec.hidden * dtype_b * tokens  # embeddings out, final norm
+        parts["activations"] = int(acts * ACTIVATION_SCALE)
+        if not spec.encoder:
+            logit_b = LOGIT_BYTES_FP32 if dtype_b == 4 else LOGIT_BYTES_FP32 - 4 + dtype_b
+            parts["logits"] = int(tokens * spec.vocab * logit_b)
+        else:  # pooled embeddings and the in-batch similarity matrix
+            parts["logits"] = rows * spec.hidden * 4 * 3 + rows * rows * 4 * 3
+    else:
+        # inference: one block's transient tensors at a time, no saved activations
+        transient = (4 * spec.hidden + 3 * spec.intermediate) * dtype_b * tokens
+        transient += _attention_square_bytes(spec, job.seq_len, settings.attention, dtype_b) * rows
+        parts["activations"] = transient
+        if job.kind == "generate":
+            parts["kv_cache"] = 2 * spec.num_layers * spec.kv_dim * tokens * dtype_b
+            parts["logits"] = rows * spec.vocab * 4 * 2  # last position only, and its softmax
+        else:
+            parts["logits"] = rows * spec.hidden * 4 * 2  # pooled, normalised vectors
+
+    frag = FRAGMENTATION.get(backend, 0.0)
+    transient_parts = parts["activations"] + parts["logits"] + parts["kv_cache"]
+    parts["overhead"] += RUNTIME_OVERHEAD.get(backend, RUNTIME_OVERHEAD["cuda"]) + int(
+        frag * transient_parts
+    )
+    return MemoryEstimate(**parts)

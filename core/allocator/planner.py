@@ -1,0 +1,432 @@
+"""plan(): choose device, dtype, quantisation, micro-batch and checkpointing that fit.
+
+The search prefers, in order: no quantisation, no gradient checkpointing, the largest
+micro-batch (a power of two dividing the effective batch). It moves down that order only
+when needed, so every choice has a reason, and it refuses with the nearest plan that would
+fit when nothing does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from hwkit.allocator.budget import Budget, device_budget, gb, reserved_for
+from hwkit.allocator.job import LORA_KINDS, Job
+from hwkit.allocator.memory import Settings, estimate
+from hwkit.allocator.spec import ModelSpec, shipped_names
+from hwkit.errors import NoFitError, UnknownNameError
+from hwkit.hardware_profile import HardwareProfile
+from hwkit.log import get_logger
+from hwkit.plan import Plan
+
+if TYPE_CHECKING:
+    from hwkit.device import Device
+    from hwkit.runtime import Runtime
+
+log = get_logger("hwkit.allocator")
+
+BNB_BACKENDS = frozenset({"cuda", "xpu"})  # bitsandbytes 4-bit/8-bit kernels
+GOOD_MICRO_BATCH = 4  # below this, checkpointing is worth it if it buys a larger micro-batch
+
+
+@dataclass(frozen=True)
+class Target:
+    """A device to plan on, the profile that describes it, and whether it is really here."""
+
+    device: Device
+    profile: HardwareProfile
+    present: bool
+
+
+def plan(
+    job: Job,
+    devices: list[Device] | None = None,
+    runtime: Runtime | None = None,
+    *,
+    reserved: int | Mapping[str, int] | None = None,
+    profile: str | HardwareProfile | None = None,
+) -> Plan:
+    """The best plan for ``job``; raises NoFitError naming the nearest plan that fits.
+
+    ``devices`` defaults to the runtime's (or the active profile's hardware when
+    ``HWKIT_PROFILE`` names hardware that is absent); ``reserved`` is bytes already planned
+    per device id (another job sharing it); ``profile`` plans for that profile.
+    """
+    ranked = candidates(job, devices, runtime, reserved=reserved, profile=profile)
+    return ranked[0]
+
+
+def candidates(
+    job: Job,
+    devices: list[Device] | None = None,
+    runtime: Runtime | None = None,
+    *,
+    reserved: int | Mapping[str, int] | None = None,
+    profile: str | HardwareProfile | None = None,
+) -> list[Plan]:
+    """A fitting plan per device that can take the job, best first."""
+    targets = resolve_targets(devices, runtime, profile)
+    fitting: list[tuple[float, Plan]] = []
+    refusals: list[str] = []
+    for target in targets:
+        outcome = plan_on(job, target, reserved_for(target.device.id, reserved))
+        if isinstance(outcome, Plan):
+            fitting.append((_score(outcome, target.profile), outcome))
+        else:
+            refusals.append(outcome)
+    if not fitting:
+        raise _no_fit(job, targets, refusals, reserved)
+    fitting.sort(key=lambda pair: (pair[0], pair[1].headroom), reverse=True)
+    plans = [p for _, p in fitting]
+    if len(plans) > 1:
+        order = ", ".join(f"{p.device} ({s:g})" for s, p in fitting)
+        plans[0].reasons["device"] = (
+            f"ranked first by fit and throughput score (TFLOPS x settings penalty): {order}"
+        )
+    for refusal in refusals:
+        plans[0].reasons.setdefault("device", "")
+        plans[0].reasons["device"] += f"; {refusal}"
+    best = plans[0]
+    log.info(
+        "plan",
+        job=job.kind,
+        model=job.model.name,
+        device=best.device,
+        profile=best.profile,
+        present=best.present,
+        dtype=best.dtype,
+        quantization=best.quantization,
+        micro_batch=best.micro_batch,
+        grad_accum=best.grad_accum,
+        gradient_checkpointing=best.gradient_checkpointing,
+        estimate=best.estimate.total,
+        budget=best.budget,
+    )
+    return plans
+
+
+# -- targets ------------------------------------------------------------------------------
+def resolve_targets(
+    devices: list[Device] | None,
+    runtime: Runtime | None,
+    profile: str | HardwareProfile | None = None,
+) -> list[Target]:
+    """Devices with their profiles; an absent profile's hardware becomes a MockDevice."""
+    from hwkit.testing.mock import MockDevice
+
+    if devices is not None and profile is None:
+        out = []
+        for device in devices:
+            prof = getattr(device, "profile", None)
+            if not isinstance(prof, HardwareProfile):
+                runtime = runtime or _load_runtime()
+                prof = runtime.profile_for(device)
+            out.append(Target(device, prof, not isinstance(device, MockDevice)))
+        return out
+    runtime = runtime or _load_runtime()
+    if profile is not None:
+        prof = runtime.plugins.profiles.get(profile) if isinstance(profile, str) else profile
+        pool = devices if devices is not None else runtime.devices()
+        here = [d for d in pool if prof.matches(d) and not isinstance(d, MockDevice)]
+        if here:
+            return [Target(d, prof, True) for d in here]
+        return [Target(_absent(prof), prof, False)]
+    active = runtime.active_profile
+    if active.source == "env":
+        if active.present and active.device_id:
+            return [Target(runtime.device(active.device_id), active.profile, True)]
+        return [Target(_absent(active.profile), active.profile, False)]
+    return [Target(d, runtime.profile_for(d), True) for d in runtime.devices()]
+
+
+def _absent(profile: HardwareProfile) -> Device:
+    from hwkit.runtime import host_memory_total
+    from hwkit.testing.mock import MockDevice
+
+    return MockDevice(profile, host_total=host_memory_total())
+
+
+def _load_runtime() -> Runtime:
+    from hwkit.runtime import Runtime
+
+    return Runtime.load()
+
+
+# -- one device ---------------------------------------------------------------------------
+def choose_dtype(job: Job, target: Target) -> tuple[str, str]:
+    """The compute dtype and why: the profile's training dtype where the device runs it
+    natively; else bf16, fp16 (not on CPU), fp32 in that order of preference."""
+    caps = target.device.capabilities
+    native = set(caps.dtypes)
+    kind = target.device.kind
+    if not caps.can_train:  # NPU: inference in fp16
+        return "float16", f"{kind} runs inference in float16 (OpenVINO); it cannot train"
+    wanted = target.profile.training.dtype
+    if kind == "cpu":
+        if "bfloat16" in native:
+            return "bfloat16", "CPU has native bf16 (AVX512-BF16/AMX)"
+        return "float32", "CPU without native bf16 (no AVX512-BF16/AMX): float32"
+    if wanted in native and wanted in ("bfloat16", "float16", "float32"):
+        why = f"profile {target.profile.name} trains in {wanted}"
+        if wanted != "bfloat16" and "bfloat16" in target.profile.compute.emulated_dtypes:
+            why += " (bf16 is only emulated here)"
+        return wanted, why
+    for dtype in ("bfloat16", "float16"):
+        if dtype in native:
+            return dtype, f"{dtype} is native on {target.device.name}"
+    return "float32", "no native 16-bit float type: float32"
+
+
+def _quant_options(job: Job, backend: str) -> tuple[list[str], str]:
+    if job.quantization != "auto":
+        if job.quantization in ("nf4", "int8") and backend not in BNB_BACKENDS:
+            return [], f"{job.quantization} needs bitsandbytes on CUDA/XPU; {backend} has none"
+        return [job.quantization], f"{job.quantization} as requested"
+    if job.kind in ("full", "embedder-train"):
+        return ["none"], "full training needs unquantised weights"
+    if backend in BNB_BACKENDS:
+        return ["none", "nf4"], ""
+    return ["none"], f"no bitsandbytes 4-bit kernels on {backend}"
+
+
+def _micro_batches(job: Job) -> list[int]:
+    if job.micro_batch is not None:
+        return [job.micro_batch]
+    sizes, size = [], 1
+    while size <= job.effective_batch:
+        if job.effective_batch % size == 0:
+            sizes.append(size)
+        size *= 2
+    return sorted(sizes, reverse=True)
+
+
+def _largest_fit(
+    job: Job, base: Settings, budget: int
+) -> tuple[Settings, int] | None:
+    """Largest micro-batch that fits ``budget`` under ``base``; with its estimate total."""
+    for mb in _micro_batches(job):
+        settings = dataclasses.replace(base, micro_batch=mb)
+        total = estimate(job, settings).total
+        if total <= budget:
+            return settings, total
+    return None
+
+
+def _attention(job: Job, target: Target, dtype: str) -> tuple[str, str]:
+    attention = target.profile.training.attention
+    if attention == "flash_attention_2" and dtype == "float32":
+        return "sdpa", "flash-attention needs 16-bit inputs; sdpa in float32"
+    if attention == "flash_attention_2":
+        return attention, (
+            f"profile {target.profile.name} default (needs the flash-attn package; "
+            "sdpa otherwise)"
+        )
+    return attention, f"profile {target.profile.name} default"
+
+
+def plan_on(job: Job, target: Target, reserved: int = 0) -> Plan | str:
+    """The plan for ``job`` on one device, or a one-line reason it cannot take it."""
+    device, profile = target.device, target.profile
+    budget = device_budget(device, profile, reserved)
+    if job.trains and not device.capabilities.can_train:
+        return f"{device.id} ({profile.name}) runs inference only; it cannot train"
+    dtype, dtype_reason = choose_dtype(job, target)
+    attention, attention_reason = _attention(job, target, dtype)
+    quants, quant_note = _quant_options(job, device.kind)
+    if not quants:
+        return f"{device.id}: {quant_note}"
+    if job.gradient_checkpointing is None:
+        gc_options = [False, True]
+    else:
+        gc_options = [job.gradient_checkpointing]
+
+    for quant in quants:
+        found: dict[bool, tuple[Settings, int]] = {}
+        for gc in gc_options:
+            base = Settings(dtype, quant, 1, gc, attention, device.kind)
+            fit = _largest_fit(job, base, budget.bytes)
+            if fit is not None:
+                found[gc] = fit
+        if not found:
+            continue
+        settings, gc_reason = _pick_checkpointing(job, found)
+        return _make_plan(
+            job, target, budget, settings,
+            reasons={
+                "dtype": dtype_reason,
+                "attention": attention_reason,
+                "quantization": _quant_reason(quant, quants, job, quant_note),
+                "gradient_checkpointing": gc_reason,
+            },
+        )
+    return (
+        f"{device.id} ({profile.name}): needs {gb(_minimum_need(job, target, quants[-1]))} "
+        f"at micro-batch 1, budget {gb(budget.bytes)}"
+    )
+
+
+def _pick_checkpointing(job: Job, found: dict[bool, tuple[Settings, int]]) -> tuple[Settings, str]:
+    if job.gradient_checkpointing is not None:
+        settings = found[job.gradient_checkpointing][0]
+        return settings, f"{'on' if job.gradient_checkpointing else 'off'} as requested"
+    if not job.trains:
+        return found[False][0], "inference keeps no activations for backward"
+    without, with_gc = found.get(False), found.get(True)
+    if without is None:
+        assert with_gc is not None
+        return with_gc[0], "needed: nothing fits without it, even at micro-batch 1"
+    mb = without[0].micro_batch
+    if (
+        with_gc is not None
+        and mb < min(job.effective_batch, GOOD_MICRO_BATCH)
+        and with_gc[0].micro_batch > mb
+    ):
+        return with_gc[0], (
+            f"on: without it only micro-batch {mb} fits; with it {with_gc[0].micro_batch} "
+            "(recomputing costs ~1/3 more compute, tiny batches cost more)"
+        )
+    return without[0], "off: not needed to fit (it would cost ~1/3 more compute)"
+
+
+def _quant_reason(quant: str, tried: list[str], job: Job, note: str) -> str:
+    if job.quantization != "auto":
+        return note
+    if quant == "nf4":
+        return "nf4 (QLoRA): the unquantised base does not fit"
+    return "none: the base fits unquantised" + (f" ({note})" if note else "")
+
+
+def _make_plan(
+    job: Job, target: Target, budget: Budget, settings: Settings, reasons: dict[str, str]
+) -> Plan:
+    est = estimate(job, settings)
+    mb = settings.micro_batch
+    accum = job.effective_batch // mb
+    profile = target.profile
+    if job.micro_batch is not None:
+        mb_reason = f"{mb} as requested"
+    else:
+        mb_reason = (
+            f"largest power of two dividing {job.effective_batch} that fits: "
+            f"{gb(est.total)} of {gb(budget.bytes)}"
+        )
+    seq_reason = f"{job.seq_len} (model limit {job.model.max_positions})"
+    if job.seq_len > profile.training.max_seq_len:
+        seq_reason += f"; above profile {profile.name}'s usual {profile.training.max_seq_len}"
+    where = "present" if target.present else "NOT present here: planning for hardware you do not have"
+    reasons = {
+        "device": f"{target.device.id} {target.device.name} (profile {profile.name}, {where})",
+        **reasons,
+        "micro_batch": mb_reason,
+        "grad_accum": f"{accum} = effective batch {job.effective_batch} / micro-batch {mb}",
+        "max_seq_len": seq_reason,
+        "budget": budget.reason,
+        "estimate": f"peak {gb(est.total)}, headroom {gb(budget.bytes - est.total)}",
+    }
+    return Plan(
+        job=job.kind,
+        model=job.model.name,
+        device=target.device.id,
+        device_name=target.device.name,
+        profile=profile.name,
+        present=target.present,
+        dtype=settings.dtype,
+        quantization=settings.quantization,  # type: ignore[arg-type]
+        attention=settings.attention,
+        micro_batch=mb,
+        grad_accum=accum,
+        gradient_checkpointing=settings.gradient_checkpointing,
+        max_seq_len=job.seq_len,
+        lora_rank=job.lora_rank,
+        estimate=est,
+        budget=budget.bytes,
+        reasons=reasons,
+    )
+
+
+def _minimum_need(job: Job, target: Target, quant: str) -> int:
+    dtype, _ = choose_dtype(job, target)
+    attention, _ = _attention(job, target, dtype)
+    gc = job.trains if job.gradient_checkpointing is None else job.gradient_checkpointing
+    mb = min(_micro_batches(job))
+    return estimate(job, Settings(dtype, quant, mb, gc, attention, target.device.kind)).total
+
+
+def _score(p: Plan, profile: HardwareProfile) -> float:
+    """Throughput-ish score: the profile's peak figure for the dtype, penalised for
+    checkpointing and 4-bit dequantisation. CPUs and unknown hardware score 1."""
+    short = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}[p.dtype]
+    figures = {t.metric: t.value for t in profile.throughput}
+    value = next((v for m, v in figures.items() if m.startswith(short)), None)
+    if value is None:
+        value = max(figures.values(), default=1.0)
+    penalty = (0.75 if p.gradient_checkpointing else 1.0) * (0.7 if p.quantization != "none" else 1.0)
+    return round(value * penalty, 3)
+
+
+# -- refusals -----------------------------------------------------------------------------
+def _no_fit(
+    job: Job,
+    targets: list[Target],
+    refusals: list[str],
+    reserved: int | Mapping[str, int] | None,
+) -> NoFitError:
+    what = f"{job.model.name} {job.kind} at seq-len {job.seq_len}, effective batch {job.effective_batch}"
+    nearest: list[tuple[str, Plan]] = []
+    for label, variant in _variants(job):
+        for target in targets:
+            outcome = plan_on(variant, target, reserved_for(target.device.id, reserved))
+            if isinstance(outcome, Plan):
+                nearest.append((label, outcome))
+                break
+        if nearest:
+            break
+    detail = "; ".join(refusals) if refusals else "no device to plan on"
+    if nearest:
+        label, near = nearest[0]
+        hint = f"nearest plan that fits: {label} on {near.device} ({gb(near.estimate.total)})"
+    else:
+        hint = "nothing smaller fits either: use a device with more memory"
+    err = NoFitError(f"{what} does not fit: {detail}", hint=hint)
+    err.nearest = nearest[0][1] if nearest else None  # type: ignore[attr-defined]
+    return err
+
+
+def _variants(job: Job) -> Iterator[tuple[str, Job]]:
+    """Nearby jobs, nearest first: 4-bit, shorter sequences, LoRA for full, smaller models."""
+    if job.quantization == "none" and job.kind in LORA_KINDS | {"generate"}:
+        yield "--quantization nf4", dataclasses.replace(job, quantization="nf4")
+    if job.micro_batch is not None and job.micro_batch > 1:
+        yield "micro-batch 1", dataclasses.replace(job, micro_batch=1)
+    if job.gradient_checkpointing is False and job.trains:
+        yield "gradient checkpointing on", dataclasses.replace(job, gradient_checkpointing=True)
+    seq = job.seq_len // 2
+    while seq >= 64:
+        yield f"--seq-len {seq}", dataclasses.replace(job, seq_len=seq)
+        seq //= 2
+    if job.kind == "full":
+        yield "LoRA (sft) instead of full fine-tuning", dataclasses.replace(
+            job, kind="sft", lora_rank=8
+        )
+    smaller = sorted(
+        (s for s in _shipped_specs() if s.encoder == job.model.encoder),
+        key=lambda s: s.param_count,
+        reverse=True,
+    )
+    for spec in smaller:
+        if spec.param_count < job.model.param_count and job.seq_len <= spec.max_positions:
+            try:
+                yield f"--model {spec.name}", dataclasses.replace(job, model=spec)
+            except UnknownNameError:  # pragma: no cover - shipped names resolve
+                continue
+
+
+def _shipped_specs() -> list[ModelSpec]:
+    seen: dict[str, ModelSpec] = {}
+    for path in sorted(set(shipped_names().values())):
+        name = path.stem.split("--", 1)[-1]
+        seen[name] = ModelSpec.from_config_file(path, name=name)
+    return list(seen.values())

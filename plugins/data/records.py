@@ -1,0 +1,120 @@
+"""Rows as read from a source, and rejects: every row is either kept or rejected with a reason."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+LocatorKind = Literal["line", "row"]
+
+
+@dataclass
+class RawRecord:
+    """One input row: its fields and where it came from (a file line or a result row)."""
+
+    data: dict[str, Any]
+    locator: LocatorKind
+    position: int
+
+    def where(self) -> str:
+        return f"{self.locator} {self.position}"
+
+
+@dataclass
+class Reject:
+    """A row that did not make it, with a machine-readable reason code and a readable detail."""
+
+    source: str
+    locator: LocatorKind
+    position: int
+    reason: str
+    detail: str
+    record: Any
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            self.locator: self.position,
+            "reason": self.reason,
+            "detail": self.detail,
+            "record": self.record,
+        }
+
+
+@dataclass
+class Rejects:
+    """Collects rejects for one source."""
+
+    source: str
+    items: list[Reject] = field(default_factory=list)
+
+    def add(self, rec: RawRecord | None, reason: str, detail: str, *, locator: LocatorKind = "row",
+            position: int = 0, record: Any = None) -> None:
+        if rec is not None:
+            locator, position, record = rec.locator, rec.position, rec.data
+        self.items.append(Reject(self.source, locator, position, reason, detail, record))
+
+    def by_reason(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for item in self.items:
+            counts[item.reason] = counts.get(item.reason, 0) + 1
+        return dict(sorted(counts.items()))
+
+
+def to_json_line(obj: Any) -> str:
+    """One JSON line; values SQL drivers return (Decimal, datetime) become strings."""
+    return json.dumps(obj, ensure_ascii=False, default=str)
+
+
+def write_jsonl_atomic(path: Path, rows: Iterable[Any]) -> Path:
+    """Write JSON lines to a temp file in the same folder, then ``os.replace`` it into place."""
+    text = "".join(to_json_line(r) + "\n" for r in rows)
+    return write_text_atomic(path, text)
+
+
+def write_text_atomic(path: Path, text: str) -> Path:
+    """Readers see the old file or the whole new one, never a half-written one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+class Ledger:
+    """Why each row is not (yet) in the output; settled once the examples are final.
+
+    A feedback row can feed several pairs, so a row is rejected only if no kept example uses
+    it, with the first reason noted. That keeps ``rows in = kept + rejected`` exact.
+    """
+
+    def __init__(self) -> None:
+        self._reasons: dict[int, tuple[str, str]] = {}
+
+    def note(self, rec: RawRecord, reason: str, detail: str) -> None:
+        self._reasons.setdefault(id(rec), (reason, detail))
+
+    def settle(self, records: list[RawRecord], used: set[int], rejects: Rejects) -> int:
+        """Reject every unused record; returns how many rows were kept."""
+        kept = 0
+        for rec in records:
+            if id(rec) in used:
+                kept += 1
+                continue
+            reason, detail = self._reasons.get(
+                id(rec), ("unused", "the row produced no example (please report this)")
+            )
+            rejects.add(rec, reason, detail)
+        return kept

@@ -1,0 +1,262 @@
+"""hwkit's on-disk index: a directory with a manifest, checksums and atomic replacement.
+
+Layout of ``DIR``::
+
+    manifest.json   format version, retriever kind and options, embedder identity,
+                    doc count, rejected count, sha256 of every other file
+    docs.jsonl      ids, titles and texts in index order
+    rejects.jsonl   rows that were not indexed (no text), when there were any
+    bm25/           the bm25s index (bm25, hybrid)
+    vectors.npy     float32 unit vectors, row i = document i (dense, hybrid); mmap-able
+    hnsw.faiss      FAISS HNSW graph, only above the dense ANN threshold
+
+A save builds the whole index in a temporary sibling directory, writes the manifest
+last, then swaps it in with ``os.replace``: the previous index stays complete and
+loadable until the new one is. A load refuses a newer format version or any checksum
+mismatch with a one-line error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from abc import abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from hwkit.errors import ConfigError, NotFoundError, UsageError
+from hwkit.log import get_logger
+from hwkit.retriever import Retriever
+
+from hwkit.plugins.retrievers.documents import DocTable, Reject, write_rejects
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+DOCS = "docs.jsonl"
+REJECTS = "rejects.jsonl"
+
+log = get_logger(__name__)
+R = TypeVar("R", bound="StoredRetriever")
+
+
+@dataclass
+class Manifest:
+    """What an index directory holds and how to check it."""
+
+    format_version: int
+    retriever: str
+    options: dict[str, Any]
+    doc_count: int
+    files: dict[str, str]  # relative path -> sha256
+    embedder: dict[str, Any] | None = None
+    rejected: int = 0
+    hwkit_version: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _hwkit_version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("hwkit")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _checksums(root: Path) -> dict[str, str]:
+    return {
+        p.relative_to(root).as_posix(): sha256_file(p)
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name != MANIFEST
+    }
+
+
+def is_index_dir(path: Path) -> bool:
+    return (Path(path) / MANIFEST).is_file()
+
+
+def write_index(
+    path: Path,
+    *,
+    retriever: str,
+    options: dict[str, Any],
+    docs: DocTable,
+    write_parts: Callable[[Path], None],
+    embedder: dict[str, Any] | None = None,
+    rejects: Sequence[Reject] = (),
+    extra: dict[str, Any] | None = None,
+) -> Manifest:
+    """Build an index directory at ``path`` atomically; the old one survives any failure."""
+    path = Path(path)
+    if path.exists() and not is_index_dir(path) and (not path.is_dir() or any(path.iterdir())):
+        raise UsageError(
+            f"{path} exists and is not an hwkit index",
+            hint="choose a new or empty directory; hwkit only replaces its own indexes",
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.building-"))
+    try:
+        docs.write_jsonl(tmp / DOCS)
+        if rejects:
+            write_rejects(tmp / REJECTS, rejects)
+        write_parts(tmp)
+        manifest = Manifest(
+            format_version=FORMAT_VERSION,
+            retriever=retriever,
+            options=options,
+            doc_count=len(docs),
+            files=_checksums(tmp),
+            embedder=embedder,
+            rejected=len(rejects),
+            hwkit_version=_hwkit_version(),
+            extra=extra or {},
+        )
+        (tmp / MANIFEST).write_text(manifest.to_json(), encoding="utf-8")
+        _swap_in(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("index saved", path=str(path), retriever=retriever, docs=len(docs))
+    return manifest
+
+
+def _swap_in(tmp: Path, path: Path) -> None:
+    """Replace ``path`` by ``tmp``; restore the old directory if the second rename fails."""
+    if not path.exists():
+        os.replace(tmp, path)
+        return
+    old = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:8]}")
+    os.replace(path, old)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        os.replace(old, path)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def read_manifest(path: Path, *, verify: bool = True) -> Manifest:
+    """Read and check ``path/manifest.json``; ``verify`` re-hashes every listed file."""
+    path = Path(path)
+    mpath = path / MANIFEST
+    if not mpath.is_file():
+        raise NotFoundError(f"no hwkit index at {path} ({MANIFEST} missing)", hint="build one with `hwkit index build`")
+    try:
+        raw = json.loads(mpath.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{mpath}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+    version = raw.get("format_version")
+    if not isinstance(version, int):
+        raise ConfigError(f"{mpath}: field 'format_version' is missing or not an integer")
+    if version > FORMAT_VERSION:
+        raise ConfigError(
+            f"{path}: index format version {version} is newer than this hwkit reads ({FORMAT_VERSION})",
+            hint="upgrade hwkit or rebuild the index",
+        )
+    try:
+        manifest = Manifest(**raw)
+    except TypeError as exc:
+        raise ConfigError(f"{mpath}: unexpected manifest fields ({exc})") from None
+    if verify:
+        for rel, expected in manifest.files.items():
+            f = path / rel
+            if not f.is_file():
+                raise ConfigError(f"{path}: file {rel} listed in the manifest is missing", hint="rebuild the index")
+            got = sha256_file(f)
+            if got != expected:
+                raise ConfigError(
+                    f"{path}: checksum mismatch for {rel} (sha256 {got[:12]}…, manifest {expected[:12]}…)",
+                    hint="the index was modified or corrupted; rebuild it",
+                )
+    return manifest
+
+
+def read_rejects(path: Path) -> list[dict[str, Any]]:
+    f = Path(path) / REJECTS
+    if not f.is_file():
+        return []
+    return [json.loads(line) for line in f.read_text(encoding="utf-8").splitlines() if line]
+
+
+class StoredRetriever(Retriever):
+    """A retriever saved as an hwkit index directory; subclasses write and read their parts."""
+
+    name: str
+    docs: DocTable
+    rejects: list[Reject]
+
+    @abstractmethod
+    def options(self) -> dict[str, Any]:
+        """JSON-ready constructor options recorded in the manifest."""
+
+    def embedder_info(self) -> dict[str, Any] | None:
+        return None
+
+    @abstractmethod
+    def write_parts(self, directory: Path) -> None:
+        """Write this retriever's files (not docs.jsonl or the manifest) into ``directory``."""
+
+    @classmethod
+    @abstractmethod
+    def read_parts(cls: type[R], directory: Path, manifest: Manifest, docs: DocTable, **kwargs: Any) -> R:
+        """Rebuild the retriever from its files."""
+
+    def save(self, path: Path) -> None:
+        write_index(
+            Path(path),
+            retriever=self.name,
+            options=self.options(),
+            docs=self.docs,
+            write_parts=self.write_parts,
+            embedder=self.embedder_info(),
+            rejects=self.rejects,
+        )
+
+    @classmethod
+    def load(cls: type[R], path: Path, *, verify: bool = True, **kwargs: Any) -> R:
+        path = Path(path)
+        manifest = read_manifest(path, verify=verify)
+        if manifest.retriever != cls.name:
+            raise ConfigError(
+                f"{path} holds a {manifest.retriever!r} index, not {cls.name!r}",
+                hint=f"load it with the {manifest.retriever!r} retriever or `hwkit search`",
+            )
+        docs = DocTable.read_jsonl(path / DOCS)
+        if len(docs) != manifest.doc_count:
+            raise ConfigError(f"{path}: {DOCS} has {len(docs)} rows, manifest says {manifest.doc_count}")
+        retriever = cls.read_parts(path, manifest, docs, **kwargs)
+        retriever.rejects = [
+            Reject(r["reason"], r["row"], r.get("line")) for r in read_rejects(path)
+        ]
+        return retriever
+
+    def __len__(self) -> int:
+        return len(self.docs)
+
+
+def open_index(path: Path, *, verify: bool = True, **kwargs: Any) -> Retriever:
+    """Load any index directory with the retriever its manifest names (plugins included)."""
+    from hwkit.plugin_manager import load_plugins
+
+    manifest = read_manifest(path, verify=False)
+    cls = load_plugins().retrievers.get(manifest.retriever)
+    if isinstance(cls, type) and issubclass(cls, StoredRetriever):
+        return cls.load(Path(path), verify=verify, **kwargs)
+    return cls.load(Path(path))  # type: ignore[no-any-return]

@@ -1,0 +1,32 @@
+"""Shared test set-up: offline hubs, the shared data folder, a clean hwkit environment."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("HWKIT_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+# Nothing in the test suite may reach a model or dataset hub.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``../shared/data`` (or ``$HWKIT_SHARED_DATA``): real datasets, never copied into the repo."""
+    if not SHARED_DATA.is_dir():
+        pytest.fail(f"shared data folder {SHARED_DATA} is missing; set HWKIT_SHARED_DATA")
+    return SHARED_DATA
+
+
+@pytest.fixture(autouse=True)
+def _no_profile_override(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests choose profiles explicitly; a developer's HWKIT_PROFILE must not leak in."""
+    monkeypatch.delenv("HWKIT_PROFILE", raising=False)
+    monkeypatch.delenv("HWKIT_DISABLE_PLUGINS", raising=False)
