@@ -180,8 +180,8 @@ def _nvml_init_reason(exc: Exception) -> str:
     text = str(exc)
     if isinstance(exc, pynvml.NVMLError_LibraryNotFound):
         return (
-            f"NVIDIA driver not found: NVML could not load {NVML_LIBRARY} ({text}); install the "
-            "NVIDIA driver, or in a container run with --gpus all (NVIDIA Container Toolkit)"
+            f"NVIDIA driver not found: NVML could not load {NVML_LIBRARY} (install the NVIDIA "
+            "driver; in a container, run with --gpus all)"
         )
     if isinstance(exc, pynvml.NVMLError_DriverNotLoaded):
         return (
@@ -209,24 +209,28 @@ class _GPU:
     minor: int
 
 
-def _nvml_gpus() -> list[_GPU]:
+def _nvml_gpus() -> tuple[list[_GPU], list[str]]:
+    """Every GPU NVML can describe, and one line per GPU it cannot (lost, in reset)."""
     import pynvml
 
-    gpus = []
+    gpus, broken = [], []
     for i in range(pynvml.nvmlDeviceGetCount()):
-        handle = pynvml.nvmlDeviceGetHandleByIndex(i)
-        major, minor = pynvml.nvmlDeviceGetCudaComputeCapability(handle)
-        gpus.append(
-            _GPU(
-                nvml_index=i,
-                name=_nvml_str(pynvml.nvmlDeviceGetName(handle)),
-                uuid=_nvml_str(pynvml.nvmlDeviceGetUUID(handle)),
-                pci_bus_id=_nvml_str(pynvml.nvmlDeviceGetPciInfo(handle).busId),
-                major=int(major),
-                minor=int(minor),
+        try:
+            handle = pynvml.nvmlDeviceGetHandleByIndex(i)
+            major, minor = pynvml.nvmlDeviceGetCudaComputeCapability(handle)
+            gpus.append(
+                _GPU(
+                    nvml_index=i,
+                    name=_nvml_str(pynvml.nvmlDeviceGetName(handle)),
+                    uuid=_nvml_str(pynvml.nvmlDeviceGetUUID(handle)),
+                    pci_bus_id=_nvml_str(pynvml.nvmlDeviceGetPciInfo(handle).busId),
+                    major=int(major),
+                    minor=int(minor),
+                )
             )
-        )
-    return gpus
+        except pynvml.NVMLError as exc:
+            broken.append(f"NVML GPU {i}: {exc}")
+    return gpus, broken
 
 
 def _nvml_or_none(fn: Any, *args: Any) -> Any:
@@ -351,11 +355,18 @@ class CUDABackend(Backend):
         driver = _nvml_str(pynvml.nvmlSystemGetDriverVersion())
         raw_cuda = _nvml_or_none(pynvml.nvmlSystemGetCudaDriverVersion)
         driver_cuda = None if raw_cuda is None else cuda_version_string(int(raw_cuda))
-        gpus = _nvml_gpus()
-        found = {"driver": driver, "driver_cuda": driver_cuda, "gpus": [g.name for g in gpus]}
+        gpus, broken = _nvml_gpus()
+        found: dict[str, Any] = {
+            "driver": driver,
+            "driver_cuda": driver_cuda,
+            "gpus": [g.name for g in gpus],
+        }
+        if broken:
+            found["unreadable"] = broken
         if not gpus:
+            why = f": {'; '.join(broken)} (run nvidia-smi)" if broken else ""
             return BackendStatus(
-                False, f"NVIDIA driver {driver} is loaded but NVML lists no GPU", found
+                False, f"NVIDIA driver {driver} is loaded but NVML lists no usable GPU{why}", found
             ), []
 
         visible_env = os.environ.get("CUDA_VISIBLE_DEVICES")
@@ -387,8 +398,10 @@ class CUDABackend(Backend):
             for ordinal, nvml_index in enumerate(visible)
         ]
         details: dict[str, Any] = {**versions, "device_count": len(devices)}
-        names = {gpus[i].name for i in visible}
-        if len(names) > 1 and os.environ.get("CUDA_DEVICE_ORDER") != "PCI_BUS_ID":
+        if broken:
+            details["unreadable"] = broken
+        models = {gpus[i].name for i in visible}
+        if len(models) > 1 and os.environ.get("CUDA_DEVICE_ORDER") != "PCI_BUS_ID":
             details["warning"] = (
                 "mixed GPU models: CUDA orders them fastest first, NVML by PCI bus; set "
                 "CUDA_DEVICE_ORDER=PCI_BUS_ID so cuda:N names the GPU hwkit reports"

@@ -26,10 +26,7 @@ log = get_logger(__name__)
 DEV_ACCEL = Path("/dev/accel")
 SYS_ACCEL = Path("/sys/class/accel")
 INTEL_PCI_VENDOR = "0x8086"
-DRIVER_HINT = (
-    "the intel_vpu kernel driver (Linux 6.3+) creates /dev/accel/accel0; install the NPU "
-    "user-space driver from github.com/intel/linux-npu-driver"
-)
+DRIVER_HINT = "load the intel_vpu kernel driver, Linux 6.3+, which creates /dev/accel/accel0"
 USERSPACE_HINT = (
     "install the NPU user-space driver and Level Zero from github.com/intel/linux-npu-driver"
 )

@@ -26,6 +26,7 @@ log = get_logger(__name__)
 
 INTEL_PCI_VENDOR = "0x8086"
 SYS_DRM = Path("/sys/class/drm")
+WSL_GPU = Path("/dev/dxg")  # WSL2's GPU paravirtualisation device
 TORCH_XPU_HINT = "install an XPU build of torch: pip install torch --index-url https://download.pytorch.org/whl/xpu"
 DRIVER_HINT = (
     "install Intel's GPU compute runtime (Level Zero and OpenCL: intel-level-zero-gpu, "
@@ -228,9 +229,10 @@ class XPUBackend(Backend):
     name = "xpu"
     kind = "xpu"
 
-    def __init__(self, drm_root: Path = SYS_DRM) -> None:
+    def __init__(self, drm_root: Path = SYS_DRM, wsl_gpu: Path = WSL_GPU) -> None:
         super().__init__()
         self.drm_root = drm_root
+        self.wsl_gpu = wsl_gpu
 
     def _precheck(self) -> tuple[str | None, list[RenderNode]]:
         """A reason to stop before importing torch, or the Intel render nodes found."""
@@ -238,6 +240,8 @@ class XPUBackend(Backend):
             return "no XPU on macOS: torch.xpu supports Intel GPUs on Linux and Windows", []
         if not sys.platform.startswith("linux"):
             return None, []  # no cheap check elsewhere: ask torch
+        if self.wsl_gpu.exists():
+            return None, []  # WSL2 passes GPUs through /dev/dxg, not DRM render nodes
         nodes = intel_render_nodes(self.drm_root)
         if not nodes:
             where = "" if self.drm_root.is_dir() else f"; {self.drm_root} is absent"

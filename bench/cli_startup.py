@@ -40,7 +40,10 @@ def main() -> None:
     runs = parser.parse_args().runs
     base, _ = timed([sys.executable, "-c", "pass"], runs)
     rows = [("python -c pass", base, "", None)]
-    for label, args, target in (("hwkit --help", ["--help"], 0.5), ("hwkit doctor", ["doctor"], 3.0)):
+    for label, args, target in (
+        ("hwkit --help", ["--help"], 0.5),
+        ("hwkit doctor", ["doctor"], 3.0),
+    ):
         seconds, err = timed([sys.executable, "-c", PROBE, *args], runs)
         heavy = next((line[6:] for line in err.splitlines() if line.startswith("HEAVY=")), "?")
         rows.append((label, seconds, heavy or "none", target))

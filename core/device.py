@@ -116,10 +116,10 @@ class Device(ABC):
             raise TypeError(f"{self.id} runs OpenVINO-compiled models only; it has no torch device")
         return obj.to(target)
 
-    def synchronize(self) -> None:
+    def synchronize(self) -> None:  # noqa: B027 - a no-op is right for synchronous devices
         """Wait for queued work (no-op where execution is synchronous)."""
 
-    def empty_cache(self) -> None:
+    def empty_cache(self) -> None:  # noqa: B027 - a no-op is right without a caching allocator
         """Return cached allocator blocks to the driver (no-op where there is no cache)."""
 
     def autocast(self, dtype: str | None) -> contextlib.AbstractContextManager[Any]:
@@ -191,7 +191,9 @@ class Backend(ABC):
             try:
                 self._status, self._devices = self._detect()
             except Exception as exc:  # a detection bug must not take doctor down
-                self._status = BackendStatus(False, f"detection failed: {type(exc).__name__}: {exc}")
+                self._status = BackendStatus(
+                    False, f"detection failed: {type(exc).__name__}: {exc}"
+                )
                 self._devices = []
 
     def status(self) -> BackendStatus:
@@ -206,4 +208,3 @@ class Backend(ABC):
     def refresh(self) -> None:
         """Forget cached detection (hot-plug, tests)."""
         self._status, self._devices = None, None
-

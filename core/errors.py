@@ -14,6 +14,7 @@ EXIT_CONFIG = 3  # a config, profile or data file is invalid
 EXIT_NOT_FOUND = 4  # a named thing (profile, plugin, model, file) does not exist
 EXIT_NO_FIT = 5  # the allocator found no plan that fits the hardware
 EXIT_UNAVAILABLE = 6  # a device, backend, database or server is unreachable
+EXIT_NOT_READY = 7  # `hwkit data check`: the data does not meet the readiness minimums
 EXIT_INTERRUPTED = 130
 
 

@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import os
 import re
-import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-
+import tomllib
 from hwkit.errors import ConfigError, NotFoundError, UnknownNameError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 if TYPE_CHECKING:
     from hwkit.device import Device
@@ -212,7 +211,9 @@ def profile_for(device: Device, profiles: Registry[HardwareProfile]) -> Hardware
     return max(matches, key=lambda p: max((len(x) for x in p.match.name_patterns), default=0))
 
 
-def _device_rank(device: Device, profile: HardwareProfile, host_total: int | None) -> tuple[int, int]:
+def _device_rank(
+    device: Device, profile: HardwareProfile, host_total: int | None
+) -> tuple[int, int]:
     try:
         budget = profile.budget_bytes(host_total)
     except ConfigError:
@@ -237,20 +238,27 @@ def select_profile(
             try:
                 profile = profiles.get(wanted)
             except UnknownNameError as exc:
-                raise UnknownNameError(f"hardware profile ({PROFILE_ENV})", wanted, exc.known) from None
+                raise UnknownNameError(
+                    f"hardware profile ({PROFILE_ENV})", wanted, exc.known
+                ) from None
             origin = f"{PROFILE_ENV}={wanted}"
         device = next((d for d in devices if profile.matches(d)), None)
         present = device is not None
         suffix = "" if present else "; no such device here: planning for hardware not present"
-        return ActiveProfile(profile, origin + suffix, "env", present, device.id if device else None)
+        return ActiveProfile(
+            profile, origin + suffix, "env", present, device.id if device else None
+        )
     if not devices:
         raise NotFoundError("no device detected, not even the CPU", hint="run `hwkit doctor`")
     pairs = [(d, profile_for(d, profiles)) for d in devices]
     device, profile = max(pairs, key=lambda pair: _device_rank(pair[0], pair[1], host_total))
     if profile.generic:
         return ActiveProfile(
-            profile, f"no profile matches {device.name!r}; derived from detection", "generic",
-            True, device.id,
+            profile,
+            f"no profile matches {device.name!r}; derived from detection",
+            "generic",
+            True,
+            device.id,
         )
     return ActiveProfile(
         profile, f"matches detected device {device.id} ({device.name})", "match", True, device.id

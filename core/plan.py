@@ -72,7 +72,7 @@ class Plan(BaseModel):
         return self.budget - self.estimate.total
 
     def with_micro_batch(self, micro_batch: int, reason: str) -> Plan:
-        """The same plan at a smaller micro-batch, accumulation raised to keep the effective batch."""
+        """This plan at a smaller micro-batch; accumulation rises to keep the effective batch."""
         if micro_batch < 1 or self.effective_batch % micro_batch:
             raise ValueError(f"micro_batch {micro_batch} does not divide {self.effective_batch}")
         reasons = dict(self.reasons, micro_batch=reason)

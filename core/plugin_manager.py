@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pluggy
-
 from hwkit import hookspecs
 from hwkit.errors import HwkitError
 from hwkit.registry import Registry
@@ -60,7 +59,7 @@ class PluginFailure:
 
 
 def disabled_from_env(value: str | None = None) -> set[str]:
-    """Names in ``HWKIT_DISABLE_PLUGINS`` (comma or space separated); ``*`` means all third-party."""
+    """Names in ``HWKIT_DISABLE_PLUGINS`` (comma/space separated); ``*``: all third-party."""
     raw = os.environ.get(DISABLE_ENV, "") if value is None else value
     return {part.strip() for part in raw.replace(",", " ").split() if part.strip()}
 
@@ -97,7 +96,9 @@ class PluginManager:
     def load_entry_points(self) -> PluginManager:
         """Import every ``hwkit`` entry point, built-ins first, each on its own."""
         eps = list(metadata.entry_points(group=ENTRY_POINT_GROUP))
-        eps.sort(key=lambda ep: (_dist_name(ep) != BUILTIN_DISTRIBUTION, _dist_name(ep) or "", ep.name))
+        eps.sort(
+            key=lambda ep: (_dist_name(ep) != BUILTIN_DISTRIBUTION, _dist_name(ep) or "", ep.name)
+        )
         seen: set[str] = set()
         for ep in eps:
             dist = _dist_name(ep)
@@ -113,7 +114,7 @@ class PluginManager:
                 continue
             try:
                 module = ep.load()
-            except BaseException as exc:  # noqa: BLE001 - a plugin may raise anything, SystemExit too
+            except BaseException as exc:
                 if isinstance(exc, KeyboardInterrupt):
                     raise
                 self.failures.append(PluginFailure(ep.name, dist, "import", _describe(exc)))

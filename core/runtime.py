@@ -10,7 +10,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import psutil
-
 from hwkit.device import Backend, Device
 from hwkit.hardware_profile import ActiveProfile, HardwareProfile, profile_for, select_profile
 from hwkit.plugin_manager import PluginManager, load_plugins
@@ -23,7 +22,9 @@ class Runtime:
     _backends: dict[str, Backend] = field(default_factory=dict)
 
     @classmethod
-    def load(cls, env: Mapping[str, str] | None = None, disabled: set[str] | None = None) -> Runtime:
+    def load(
+        cls, env: Mapping[str, str] | None = None, disabled: set[str] | None = None
+    ) -> Runtime:
         return cls(load_plugins(disabled), env)
 
     def backend(self, name: str) -> Backend:

@@ -24,7 +24,15 @@ def main() -> int:
                 (pkg / entry.name).symlink_to(entry)
         for name, folder in MAPPED.items():
             (pkg / name).symlink_to(REPO / folder)
-        cmd = [sys.executable, "-m", "mypy", "--config-file", str(REPO / "pyproject.toml"), "-p", "hwkit"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "mypy",
+            "--config-file",
+            str(REPO / "pyproject.toml"),
+            "-p",
+            "hwkit",
+        ]
         return subprocess.call(cmd, cwd=tmp, env={"MYPYPATH": tmp, "PATH": "/usr/bin:/bin"})
 
 

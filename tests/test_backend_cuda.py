@@ -11,7 +11,9 @@ import json
 import subprocess
 import sys
 from importlib import metadata
+from pathlib import Path
 
+import hwkit.profiles
 import pytest
 import torch
 from hwkit.backends import cuda
@@ -25,6 +27,7 @@ from hwkit.backends.cuda import (
     torch_cuda_problem,
     visible_indices,
 )
+from hwkit.hardware_profile import HardwareProfile, load_profile
 
 
 def _nvml_loads() -> bool:
@@ -66,18 +69,28 @@ def test_capabilities_follow_compute_capability(
     assert caps.dtypes[0] == "float32"
 
 
-def test_capabilities_match_the_h200_profile_vocabulary() -> None:
-    """The detected H200 must speak the same dtype/feature names as profiles/h200.toml."""
-    from pathlib import Path
+def _profiles(kind: str) -> list[HardwareProfile]:
+    folder = Path(hwkit.profiles.__file__).parent
+    found = [load_profile(path) for path in sorted(folder.glob("*.toml"))]
+    return [p for p in found if p.kind == kind]
 
-    import hwkit.profiles
-    import tomllib
 
-    path = Path(hwkit.profiles.__file__).parent / "h200.toml"
-    profile = tomllib.loads(path.read_text())["compute"]
-    caps = cuda_capabilities(9, 0)
-    assert set(profile["native_dtypes"]) == set(caps.dtypes)
-    assert set(profile["features"]) <= set(caps.features)
+CUDA_PROFILES = _profiles("cuda")
+
+
+def test_there_are_cuda_profiles_to_check() -> None:
+    assert {"t4", "a100", "h100", "h200", "rtx4090", "rtx5090"} <= {p.name for p in CUDA_PROFILES}
+
+
+@pytest.mark.parametrize("profile", CUDA_PROFILES, ids=lambda p: p.name)
+def test_detection_agrees_with_the_shipped_profile(profile: HardwareProfile) -> None:
+    """A detected GPU must report what its profile says, in the same vocabulary."""
+    cc = profile.compute.compute_capability
+    assert cc, f"{profile.name} has no compute_capability"
+    major, minor = (int(part) for part in cc.split("."))
+    caps = cuda_capabilities(major, minor)
+    assert set(caps.dtypes) == set(profile.compute.native_dtypes)
+    assert set(profile.compute.features) <= set(caps.features)
 
 
 @pytest.mark.parametrize(

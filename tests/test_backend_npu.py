@@ -117,6 +117,29 @@ def test_npu_device_is_inference_only_and_has_no_torch_device() -> None:
     json.dumps(details)
 
 
+@pytest.mark.parametrize(
+    ("profile_name", "platform"),
+    [("intel-npu-meteor-lake", "3720"), ("intel-npu-lunar-lake", "4000")],
+)
+def test_npu_profiles_match_the_detected_device(profile_name: str, platform: str) -> None:
+    """The name detection builds selects the right profile, whose figures agree with it."""
+    import hwkit.profiles
+    from hwkit.hardware_profile import load_profile
+
+    folder = Path(hwkit.profiles.__file__).parent
+    profiles = {p.name: p for p in map(load_profile, sorted(folder.glob("intel-npu-*.toml")))}
+    device = NPUDevice(
+        0,
+        "NPU",
+        core=None,
+        props={"FULL_DEVICE_NAME": "Intel(R) AI Boost", "NPU_PLATFORM": platform},
+    )
+    assert [name for name, p in profiles.items() if p.matches(device)] == [profile_name]
+    profile = profiles[profile_name]
+    assert set(profile.compute.native_dtypes) == set(device.capabilities.dtypes)
+    assert profile.compute.can_train is False and profile.memory.shared_with_host
+
+
 def test_display_name() -> None:
     assert npu_display_name("Intel(R) AI Boost", "4000") == "Intel(R) AI Boost (NPU 4000)"
     assert npu_display_name("Intel(R) AI Boost", None) == "Intel(R) AI Boost"

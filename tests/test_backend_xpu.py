@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from hwkit.backends.xpu import (
     SYS_DRM,
+    WSL_GPU,
     XPUBackend,
     integrated_by_name,
     intel_render_nodes,
@@ -22,7 +23,7 @@ from hwkit.backends.xpu import (
     xpu_capabilities,
 )
 
-HAS_INTEL_GPU = bool(intel_render_nodes(SYS_DRM))
+HAS_INTEL_GPU = bool(intel_render_nodes(SYS_DRM)) or WSL_GPU.exists()
 
 
 def fake_drm(root: Path, nodes: dict[str, tuple[str, str, str]]) -> Path:
@@ -78,7 +79,7 @@ def test_no_intel_gpu_reason_without_torch_import() -> None:
 
 def test_non_intel_render_nodes_give_the_no_gpu_reason(tmp_path: Path) -> None:
     drm = fake_drm(tmp_path, {"renderD128": ("0000:01:00.0", "0x1002", "0x744c")})
-    status = XPUBackend(drm_root=drm).status()
+    status = XPUBackend(drm_root=drm, wsl_gpu=tmp_path / "no-dxg").status()
     assert not status.available
     assert status.reason == f"no Intel GPU found (no {drm} render node with vendor 0x8086)"
 
@@ -88,7 +89,7 @@ def test_intel_node_then_torch_decides(tmp_path: Path) -> None:
     import torch
 
     drm = fake_drm(tmp_path, {"renderD128": ("0000:00:02.0", "0x8086", "0x7d55")})
-    backend = XPUBackend(drm_root=drm)
+    backend = XPUBackend(drm_root=drm, wsl_gpu=tmp_path / "no-dxg")
     status = backend.status()
     if torch.xpu.is_available():
         pytest.skip("this torch drives a real XPU")
@@ -101,6 +102,18 @@ def test_intel_node_then_torch_decides(tmp_path: Path) -> None:
         assert "download.pytorch.org/whl/xpu" in status.reason
     assert status.details["render_nodes"] == ["renderD128 0000:00:02.0 0x7d55"]
     assert backend.devices() == []
+
+
+def test_wsl_skips_the_sysfs_check(tmp_path: Path) -> None:
+    """Under WSL2 GPUs come through /dev/dxg with no DRM render node: torch must be asked."""
+    import torch
+
+    if torch.xpu.is_available():
+        pytest.skip("this torch drives a real XPU")
+    (tmp_path / "dxg").write_text("")
+    status = XPUBackend(drm_root=tmp_path / "no-drm", wsl_gpu=tmp_path / "dxg").status()
+    assert not status.available
+    assert (status.reason or "").startswith(f"torch {torch.__version__} has no XPU support")
 
 
 def test_render_node_problem(tmp_path: Path) -> None:
@@ -165,6 +178,19 @@ def test_capabilities(
 )
 def test_integrated_by_name(name: str, integrated: bool) -> None:
     assert integrated_by_name(name) is integrated
+
+
+def test_meteor_lake_profile_agrees_with_detection() -> None:
+    """profiles/arc-meteor-lake.toml describes what detection reports for that iGPU."""
+    import hwkit.profiles
+    from hwkit.hardware_profile import load_profile
+
+    profile = load_profile(Path(hwkit.profiles.__file__).parent / "arc-meteor-lake.toml")
+    caps = xpu_capabilities(has_fp16=True, has_xmx=False, integrated=True)
+    assert profile.kind == "xpu"
+    assert set(profile.compute.native_dtypes) == set(caps.dtypes)
+    assert profile.memory.shared_with_host is caps.shared_memory is True
+    assert profile.training.dtype == "float16"
 
 
 def test_detection_is_cached_and_refreshable() -> None:

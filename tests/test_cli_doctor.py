@@ -12,10 +12,16 @@ import pytest
 
 
 def hwkit(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    full = {k: v for k, v in os.environ.items() if k not in ("HWKIT_PROFILE", "HWKIT_DISABLE_PLUGINS")}
+    full = {
+        k: v for k, v in os.environ.items() if k not in ("HWKIT_PROFILE", "HWKIT_DISABLE_PLUGINS")
+    }
     full.update(env)
     return subprocess.run(
-        [sys.executable, "-m", "hwkit", *args], capture_output=True, text=True, env=full, timeout=120
+        [sys.executable, "-m", "hwkit", *args],
+        capture_output=True,
+        text=True,
+        env=full,
+        timeout=120,
     )
 
 
@@ -77,7 +83,8 @@ def test_malformed_profile_file_names_file_and_field(tmp_path: Path) -> None:
 def test_help_is_light() -> None:
     code = (
         "import sys\nfrom hwkit.cli import app\n"
-        "heavy = [m for m in ('torch', 'transformers', 'openvino', 'trl', 'peft') if m in sys.modules]\n"
+        "heavy = [m for m in ('torch', 'transformers', 'openvino', 'trl', 'peft')"
+        " if m in sys.modules]\n"
         "print(heavy)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -7,13 +7,14 @@ import inspect
 from pathlib import Path
 
 import pytest
-
 from hwkit import hookspecs
 from hwkit.plugin_manager import HOOKS
 
 REPO = Path(__file__).resolve().parents[1]
 HOOK_NAMES = sorted(
-    name for name, fn in inspect.getmembers(hookspecs, inspect.isfunction) if name.startswith("hwkit_")
+    name
+    for name, fn in inspect.getmembers(hookspecs, inspect.isfunction)
+    if name.startswith("hwkit_")
 )
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import tomllib
 import zipfile
 from pathlib import Path
 
 import pytest
+import tomllib
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
@@ -54,14 +54,32 @@ def test_no_top_level_core_or_plugins_module(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_wheel_ships_data_kit_and_entry_points(tmp_path: Path) -> None:
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-         "-w", str(tmp_path), str(REPO)],
-        check=True, capture_output=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(REPO),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
     )
     wheel = next(tmp_path.glob("hwkit-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
-    for path in ("hwkit/profiles/h200.toml", "hwkit/profiles/cpu.toml", "hwkit/backends/cpu.py",
-                 "hwkit/testing/suite/test_registered.py", "hwkit/cli/__init__.py", "hwkit/py.typed"):
+    for path in (
+        "hwkit/profiles/h200.toml",
+        "hwkit/profiles/cpu.toml",
+        "hwkit/backends/cpu.py",
+        "hwkit/testing/suite/test_registered.py",
+        "hwkit/cli/__init__.py",
+        "hwkit/py.typed",
+    ):
         assert path in names, path
     assert not any(n.startswith(("core/", "plugins/", "backends/", "tests/")) for n in names)
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))

@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from hwkit.device import Backend, BackendStatus
 from hwkit.errors import UnknownNameError
 from hwkit.hookspecs import hookimpl
 from hwkit.plugin_manager import PluginManager, disabled_from_env, load_plugins
+
 from tests.fake_dist import make_distribution
 
 BROKEN_IMPORT = "raise ImportError('this plugin needs libfoo, which is not installed')\n"
@@ -91,7 +91,11 @@ def _run_cli(args: list[str], pythonpath: Path, **env: str) -> subprocess.Comple
     full_env = {**os.environ, "PYTHONPATH": str(pythonpath), **env}
     full_env.pop("HWKIT_PROFILE", None)
     return subprocess.run(
-        [sys.executable, "-m", "hwkit", *args], capture_output=True, text=True, env=full_env, timeout=60
+        [sys.executable, "-m", "hwkit", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=60,
     )
 
 
@@ -215,7 +219,12 @@ def test_every_hook_reaches_its_registry() -> None:
     pm.collect()
     assert pm.backends.get("local") is _LocalBackend
     assert pm.profiles.get("cpu-copy").match.kind == "cpu"
-    for registry, name in ((pm.trainers, "t"), (pm.embedders, "e"), (pm.retrievers, "r"), (pm.exporters, "x")):
+    for registry, name in (
+        (pm.trainers, "t"),
+        (pm.embedders, "e"),
+        (pm.retrievers, "r"),
+        (pm.exporters, "x"),
+    ):
         assert registry.get(name).name == name
         assert registry.owner(name) == "everything"
 

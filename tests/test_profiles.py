@@ -140,6 +140,37 @@ def test_dedicated_gpu_figures(name: str, shipped: Registry[HardwareProfile]) ->
     assert profile.training.dtype == dtype
 
 
+@pytest.mark.parametrize("name", sorted(DEDICATED))
+def test_cuda_profiles_speak_the_cuda_backends_vocabulary(
+    name: str, shipped: Registry[HardwareProfile]
+) -> None:
+    """A profile and the detected device must agree on dtypes and features for its CC."""
+    from hwkit.backends.cuda import cuda_capabilities
+
+    profile = shipped.get(name)
+    major, minor = (int(x) for x in (profile.compute.compute_capability or "").split("."))
+    caps = cuda_capabilities(major, minor)
+    assert set(profile.compute.native_dtypes) == set(caps.dtypes)
+    assert set(profile.compute.features) <= set(caps.features)
+
+
+def test_intel_profiles_speak_the_xpu_and_npu_backends_vocabulary(
+    shipped: Registry[HardwareProfile],
+) -> None:
+    from hwkit.backends.npu import NPU_CAPABILITIES
+    from hwkit.backends.xpu import xpu_capabilities
+
+    arc = shipped.get("arc-meteor-lake")
+    caps = xpu_capabilities(has_fp16=True, has_xmx=False, integrated=True)
+    assert set(arc.compute.native_dtypes) == set(caps.dtypes)
+    assert set(arc.compute.features) <= set(caps.features)
+    assert arc.memory.shared_with_host == caps.shared_memory
+    for name in ("intel-npu-meteor-lake", "intel-npu-lunar-lake"):
+        npu = shipped.get(name)
+        assert set(npu.compute.native_dtypes) == set(NPU_CAPABILITIES.dtypes)
+        assert npu.compute.can_train == NPU_CAPABILITIES.can_train
+
+
 def _peak(profile: HardwareProfile, metric: str) -> float:
     return next(t.value for t in profile.throughput if t.metric == metric)
 
@@ -232,8 +263,10 @@ REAL_NAMES = [
     ("xpu", "Intel(R) Arc(TM) A770 Graphics", None),
     ("xpu", "Intel(R) Arc(TM) 140V GPU (16GB)", None),
     ("npu", "Intel(R) AI Boost", "intel-npu-meteor-lake"),
-    ("npu", "Intel(R) AI Boost (3720)", "intel-npu-meteor-lake"),
-    ("npu", "Intel(R) AI Boost (4000)", "intel-npu-lunar-lake"),
+    ("npu", "Intel(R) AI Boost (NPU 3720)", "intel-npu-meteor-lake"),  # hwkit's npu backend
+    ("npu", "Intel(R) AI Boost (NPU 4000)", "intel-npu-lunar-lake"),
+    ("npu", "Intel(R) AI Boost (NPU NPU4000)", "intel-npu-lunar-lake"),
+    ("npu", "Intel(R) AI Boost (NPU 5010)", None),  # a later NPU: no figures yet
     ("cpu", "Intel(R) Xeon(R) Platinum 8480+", "cpu"),
     ("cpu", "AMD EPYC 9654 96-Core Processor", "cpu"),
     ("xpu", "NVIDIA H200", None),  # the kind must match too
@@ -281,6 +314,13 @@ def test_cli_list_json_marks_presence_and_active(cli: CliRunner) -> None:
     assert rows["cpu"]["present"] and rows["cpu"]["devices"] == ["cpu:0"]
     assert rows["t4"]["training_dtype"] == "float16"
     assert rows["intel-npu-meteor-lake"]["can_train"] is False
+
+
+def test_cli_list_survives_a_bad_hwkit_profile(cli: CliRunner) -> None:
+    data = json.loads(_invoke(cli, "profiles", "list", "--json", env={"HWKIT_PROFILE": "h2000"}))
+    assert data["active"] is None
+    assert "unknown hardware profile (HWKIT_PROFILE) 'h2000'" in data["active_error"]
+    assert "h200" in {row["name"] for row in data["profiles"]}
 
 
 def test_cli_list_table(cli: CliRunner) -> None:

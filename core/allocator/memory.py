@@ -105,8 +105,8 @@ def estimate(job: Job, settings: Settings) -> MemoryEstimate:
         parts["gradients"] = lora * 4
         parts["optimizer"] = lora * 8  # AdamW: two float32 moments
         if settings.quantization in QUANT_BYTES:
-            # one layer dequantised at a time for the matmul
-            parts["overhead"] += spec.layer_linear_params * dtype_b
+            # each matmul dequantises its weight: the largest matrix, transiently
+            parts["overhead"] += spec.largest_matrix * dtype_b
     elif job.kind in ("full", "embedder-train"):
         # fp16 training keeps float32 master weights (GradScaler cannot unscale fp16
         # gradients); bf16 and fp32 train in their own dtype.

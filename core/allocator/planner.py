@@ -90,7 +90,7 @@ def candidates(
         plans[0].reasons.setdefault("device", "")
         plans[0].reasons["device"] += f"; {refusal}"
     best = plans[0]
-    log.info(
+    log.debug(
         "plan",
         job=job.kind,
         model=job.model.name,
@@ -128,7 +128,7 @@ def resolve_targets(
         return out
     runtime = runtime or _load_runtime()
     if profile is not None:
-        prof = runtime.plugins.profiles.get(profile) if isinstance(profile, str) else profile
+        prof = _profile(runtime, profile) if isinstance(profile, str) else profile
         pool = devices if devices is not None else runtime.devices()
         here = [d for d in pool if prof.matches(d) and not isinstance(d, MockDevice)]
         if here:
@@ -140,6 +140,17 @@ def resolve_targets(
             return [Target(runtime.device(active.device_id), active.profile, True)]
         return [Target(_absent(active.profile), active.profile, False)]
     return [Target(d, runtime.profile_for(d), True) for d in runtime.devices()]
+
+
+def _profile(runtime: Runtime, name: str) -> HardwareProfile:
+    """A registered profile by name, or one read from a TOML file path."""
+    if name.endswith(".toml") or "/" in name:
+        from pathlib import Path
+
+        from hwkit.hardware_profile import load_profile
+
+        return load_profile(Path(name).expanduser())
+    return runtime.plugins.profiles.get(name)
 
 
 def _absent(profile: HardwareProfile) -> Device:
@@ -397,15 +408,21 @@ def _no_fit(
 
 def _variants(job: Job) -> Iterator[tuple[str, Job]]:
     """Nearby jobs, nearest first: 4-bit, shorter sequences, LoRA for full, smaller models."""
-    if job.quantization == "none" and job.kind in LORA_KINDS | {"generate"}:
-        yield "--quantization nf4", dataclasses.replace(job, quantization="nf4")
     if job.micro_batch is not None and job.micro_batch > 1:
         yield "micro-batch 1", dataclasses.replace(job, micro_batch=1)
     if job.gradient_checkpointing is False and job.trains:
         yield "gradient checkpointing on", dataclasses.replace(job, gradient_checkpointing=True)
-    seq = job.seq_len // 2
+    quants = [("", job.quantization)]
+    if job.quantization == "none" and job.kind in LORA_KINDS | {"generate"}:
+        quants.append(("--quantization nf4", "nf4"))
+    seq = job.seq_len
     while seq >= 64:
-        yield f"--seq-len {seq}", dataclasses.replace(job, seq_len=seq)
+        for quant_label, quant in quants:
+            if seq == job.seq_len and quant == job.quantization:
+                continue
+            seq_label = f"--seq-len {seq}" if seq != job.seq_len else ""
+            label = " ".join(x for x in (quant_label, seq_label) if x)
+            yield label, dataclasses.replace(job, seq_len=seq, quantization=quant)  # type: ignore[arg-type]
         seq //= 2
     if job.kind == "full":
         yield "LoRA (sft) instead of full fine-tuning", dataclasses.replace(

@@ -64,7 +64,7 @@ class ModelSpec:
     # -- construction -----------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike[str]) -> ModelSpec:
-        """A spec from a model directory, a config.json, a GGUF file, or a known name.
+        """A spec from a model directory, a config.json file, or a known name.
 
         Known names (hub ids and short aliases) resolve to the shipped configs, then to
         the local Hugging Face cache; nothing is downloaded.
@@ -80,8 +80,6 @@ class ModelSpec:
                 )
             return cls.from_config_file(config, name=path.name)
         if path.is_file():
-            if path.suffix == ".gguf":
-                return cls.from_gguf(path)
             return cls.from_config_file(path, name=path.parent.name or path.stem)
         known = shipped_names()
         if text.lower() in known:
@@ -89,7 +87,7 @@ class ModelSpec:
         cached = _hf_cache_config(text)
         if cached is not None:
             return cls.from_config_file(cached, name=text)
-        if text.startswith((".", "/", "~")) or text.count("/") > 1 or path.suffix in (".json", ".gguf"):
+        if text.startswith((".", "/", "~")) or text.count("/") > 1 or path.suffix == ".json":
             raise NotFoundError(f"model path {text!r} does not exist")
         raise NotFoundError(
             f"model {text!r} is neither a local path nor a shipped config",
@@ -143,41 +141,6 @@ class ModelSpec:
             source=source,
         )
 
-    @classmethod
-    def from_gguf(cls, path: Path) -> ModelSpec:
-        """A spec from a GGUF file's metadata (llama.cpp keys)."""
-        import gguf
-
-        reader = gguf.GGUFReader(str(path))
-        fields = {key: f.contents() for key, f in reader.fields.items() if not key.startswith("tokenizer.")}
-        arch = str(fields.get("general.architecture", "llama"))
-
-        def get(key: str, default: int | None = None) -> int:
-            value = fields.get(f"{arch}.{key}", default)
-            if value is None:
-                raise ConfigError(f"{path}: GGUF field {arch}.{key!r} missing")
-            return int(value)
-
-        hidden, heads = get("embedding_length"), get("attention.head_count")
-        tensors = {t.name for t in reader.tensors}
-        vocab = fields.get(f"{arch}.vocab_size")
-        if vocab is None:
-            vocab = len(reader.fields["tokenizer.ggml.tokens"].data)
-        return cls(
-            name=path.stem,
-            model_type=arch,
-            num_layers=get("block_count"),
-            hidden=hidden,
-            intermediate=get("feed_forward_length"),
-            num_heads=heads,
-            num_kv_heads=get("attention.head_count_kv", heads),
-            head_dim=get("attention.key_length", hidden // heads),
-            vocab=int(vocab),
-            tied_embeddings="output.weight" not in tensors,
-            max_positions=get("context_length", 2048),
-            source=str(path),
-        )
-
     # -- sizes --------------------------------------------------------------------------
     @property
     def kv_dim(self) -> int:
@@ -197,6 +160,11 @@ class ModelSpec:
         """Weights of one block's linear layers (what LoRA targets and 4-bit quantises)."""
         attn = self.hidden * (self.q_dim + 2 * self.kv_dim) + self.q_dim * self.hidden
         return attn + self.mlp_matrices * self.hidden * self.intermediate
+
+    @property
+    def largest_matrix(self) -> int:
+        """Elements of the largest per-layer weight (what one dequantised matmul needs)."""
+        return max(self.hidden * self.intermediate, self.hidden * self.q_dim)
 
     @property
     def embedding_params(self) -> int:

@@ -10,14 +10,18 @@ import importlib
 import sys
 
 import typer
-
 from hwkit.errors import EXIT_INTERRUPTED, HwkitError
 
 # Each module defines ``register(app: typer.Typer) -> None``.
 COMMAND_MODULES = [
+    "hwkit.cli.retrieval",
+    "hwkit.cli.data",
     "hwkit.cli.doctor",
+    "hwkit.cli.train",
+    "hwkit.cli.quickstart",
     "hwkit.cli.profiles_cmd",
     "hwkit.cli.plugins_cmd",
+    "hwkit.cli.plan",
 ]
 
 app = typer.Typer(
@@ -32,7 +36,9 @@ app = typer.Typer(
 
 @app.callback()
 def _root(
-    log_json: bool = typer.Option(False, "--log-json", help="Log JSON lines (default on non-terminals)."),
+    log_json: bool = typer.Option(
+        False, "--log-json", help="Log JSON lines (default on non-terminals)."
+    ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
 ) -> None:
     from hwkit import log

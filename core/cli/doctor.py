@@ -6,7 +6,6 @@ import json
 from typing import Any
 
 import typer
-
 from hwkit.errors import HwkitError
 
 
@@ -88,13 +87,20 @@ def _print(report: dict[str, Any]) -> None:
             if caps["shared_memory"]:
                 notes += "; shared memory"
             table.add_row(
-                b["name"], "[green]available[/]", f"{d['id']} {d['name']}",
-                f"{_gb(mem['free'])} / {_gb(mem['total'])}", notes,
+                b["name"],
+                "[green]available[/]",
+                f"{d['id']} {d['name']}",
+                f"{_gb(mem['free'])} / {_gb(mem['total'])}",
+                notes,
             )
     console.print(table)
     prof = report["profile"]
     if "error" not in prof:
-        here = "present" if prof["present"] else "[yellow]NOT PRESENT: planning for hardware you don't have[/]"
+        here = (
+            "present"
+            if prof["present"]
+            else "[yellow]NOT PRESENT: planning for hardware you don't have[/]"
+        )
         console.print(
             f"[bold]Active profile:[/] {prof['name']} ({prof['display_name']}), {here}\n"
             f"  why: {prof['reason']}\n"
@@ -108,11 +114,15 @@ def _print(report: dict[str, Any]) -> None:
         console.print(f"[bold]Disabled:[/] {', '.join(report['disabled_plugins'])}")
     for err in report["plugin_errors"]:
         dist = f" ({err['distribution']})" if err["distribution"] else ""
-        console.print(f"[red]plugin error[/] {err['plugin']}{dist} at {err['stage']}: {err['error']}")
+        console.print(
+            f"[red]plugin error[/] {err['plugin']}{dist} at {err['stage']}: {err['error']}"
+        )
 
 
-def doctor(json_output: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
-    """Show devices, backends (with the reason when unavailable), the active profile and plugin errors."""
+def doctor(
+    json_output: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Show devices, backends (and why one is unavailable), the active profile, plugin errors."""
     report = collect()
     if json_output:
         typer.echo(json.dumps(report, indent=2, default=str))

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import typer
 
 
-def plugins(json_output: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+def plugins(
+    json_output: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
     """List plugins, the names each registered, load errors and disabled plugins."""
     from hwkit.plugin_manager import HOOKS, load_plugins
 
@@ -17,7 +20,7 @@ def plugins(json_output: bool = typer.Option(False, "--json", help="Machine-read
         registry = getattr(pm, registry_attr)
         for name in registry.names():
             registered.setdefault(registry.owner(name), []).append(f"{what}:{name}")
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "name": p.name,
             "distribution": p.distribution,

@@ -149,9 +149,10 @@ def show_profile(
 
     runtime = Runtime.load()
     profile, owner = _load_named(runtime, name)
-    devices = [d.id for d in runtime.devices() if runtime.profile_for(d).name == profile.name]
     if owner is None:  # a file: say which detected devices it would match
         devices = [d.id for d in runtime.devices() if profile.matches(d)]
+    else:
+        devices = _present_names(runtime).get(profile.name, [])
     active, _ = _active_name(runtime)
     data = profile.model_dump(mode="json")
     data.update(present=bool(devices), devices=devices, active=profile.name == active, plugin=owner)

@@ -46,7 +46,9 @@ class MockDevice(Device):
         return self._caps
 
     def memory(self) -> MemorySnapshot:
-        return MemorySnapshot(total=self._total, free=max(0, self._total - self._used), used_by_us=0)
+        return MemorySnapshot(
+            total=self._total, free=max(0, self._total - self._used), used_by_us=0
+        )
 
     def telemetry(self) -> Telemetry:
         return Telemetry(utilization_pct=0.0, temperature_c=40.0, power_w=None)
@@ -77,7 +79,8 @@ class MockDevice(Device):
             import torch
 
             raise torch.OutOfMemoryError(
-                f"{self.id} (mock {self.profile.name}) out of memory: injected at batch {batch_size}"
+                f"{self.id} (mock {self.profile.name}) out of memory: "
+                f"injected at batch {batch_size}"
             )
 
     # -- torch --------------------------------------------------------------------------
@@ -92,7 +95,7 @@ class MockDevice(Device):
         obj = obj.to("cpu")
         if isinstance(obj, torch.nn.Module) and not getattr(obj, "_hwkit_mock_hooked", False):
             obj.register_forward_pre_hook(self._pre_forward, with_kwargs=True)
-            obj._hwkit_mock_hooked = True
+            obj._hwkit_mock_hooked = True  # type: ignore[assignment]
         return obj
 
     def _pre_forward(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
@@ -134,8 +137,8 @@ class MockBackend(Backend):
 
 def mock_device(profile: str | HardwareProfile = "cpu", **kwargs: Any) -> MockDevice:
     """A mock device for a registered profile name (or a profile object)."""
-    if isinstance(profile, str):
-        from hwkit.plugin_manager import load_plugins
+    if isinstance(profile, HardwareProfile):
+        return MockDevice(profile, **kwargs)
+    from hwkit.plugin_manager import load_plugins
 
-        profile = load_plugins().profiles.get(profile)
-    return MockDevice(profile, **kwargs)
+    return MockDevice(load_plugins().profiles.get(profile), **kwargs)

@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
 from hwkit.plugin_manager import PluginManager, load_plugins
 from hwkit.testing.mock import MockDevice
 
@@ -43,7 +42,7 @@ def _registered(kind: str) -> list[tuple[str, Any]]:
     pm = _plugins()
     if kind == "devices":
         found: list[tuple[str, Any]] = []
-        for name, cls in pm.backends.items():
+        for _, cls in pm.backends.items():
             backend = cls()
             if backend.status().available:
                 found.extend((d.id, d) for d in backend.devices())
@@ -57,7 +56,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     marker = metafunc.definition.get_closest_marker("hwkit_registry")
     if marker is None:
         raise pytest.UsageError(
-            f"{metafunc.definition.nodeid}: hwkit_registered needs @pytest.mark.hwkit_registry(kind)"
+            f"{metafunc.definition.nodeid}: hwkit_registered needs "
+            "@pytest.mark.hwkit_registry(kind)"
         )
     items = _registered(marker.args[0])
     metafunc.parametrize(

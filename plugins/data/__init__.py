@@ -6,9 +6,10 @@ Heavy libraries (sqlalchemy, datasets, datasketch) are imported only by the sour
 filters that use them.
 """
 
+from hwkit.errors import EXIT_NOT_READY
 from hwkit.plugins.data.config import ColumnMapping, DataConfig, ReadinessThresholds
 from hwkit.plugins.data.prepare import PreparedData, prepare
-from hwkit.plugins.data.readiness import EXIT_NOT_READY, ReadinessReport
+from hwkit.plugins.data.readiness import ReadinessReport
 from hwkit.plugins.data.sources import mask_url
 
 __all__ = [

@@ -6,13 +6,12 @@ callers share the same fields, defaults and error messages.
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-
+import tomllib
 from hwkit.errors import ConfigError, NotFoundError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 FeedbackKind = Literal["auto", "pairs", "thumbs", "ab", "correction", "rating"]
 
@@ -96,7 +95,7 @@ class DataConfig(BaseModel):
         prefix = "data." if "data" in doc else ""
         if not isinstance(table, dict):
             raise ConfigError(f"{path}: [data] must be a table")
-        table = {**table, **(overrides or {})}
+        table = deep_merge(table, overrides or {})
         source = table.get("source")
         if isinstance(source, str) and _is_relative_file(source):
             table["source"] = _resolve_relative(source, path.parent)
@@ -115,6 +114,17 @@ class DataConfig(BaseModel):
                 f"{where}: field {field}: {err['msg']}{more}",
                 hint="see docs/data.md for the DataConfig fields",
             ) from None
+
+
+def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """``extra`` wins; nested tables (thresholds, mapping) merge key by key."""
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
 
 
 def _is_relative_file(source: str) -> bool:

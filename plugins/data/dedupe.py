@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 
+import numpy as np
 from hwkit.plugins.data.example import Example, normalise
 from hwkit.plugins.data.records import Ledger
 
@@ -19,15 +20,30 @@ def _digest(text: str) -> str:
     return hashlib.blake2b(normalise(text).encode("utf-8"), digest_size=16).hexdigest()
 
 
-def shingles(text: str, k: int = SHINGLE) -> set[str]:
+def shingles(text: str, k: int = SHINGLE) -> np.ndarray:
+    """Sorted unique 32-bit hashes of the character k-grams of the normalised text.
+
+    Vectorised: a Python set of substrings and a hash call per shingle took most of the
+    time on long transcripts (HH-RLHF).
+    """
     norm = normalise(text)
-    if len(norm) <= k:
-        return {norm}
-    return {norm[i : i + k] for i in range(len(norm) - k + 1)}
+    codes = np.frombuffer(norm.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
+    if codes.size < k:
+        codes = np.pad(codes, (0, k - codes.size))
+    windows = np.lib.stride_tricks.sliding_window_view(codes, k)
+    h = np.zeros(windows.shape[0], dtype=np.uint64)
+    for j in range(k):  # polynomial combine (wraps mod 2**64), then a 64 -> 32 bit mix
+        h = h * np.uint64(0x100000001B3) + windows[:, j]
+    h ^= h >> np.uint64(29)
+    h *= np.uint64(0xBF58476D1CE4E5B9)
+    h ^= h >> np.uint64(32)
+    return np.unique(h & np.uint64(0xFFFFFFFF))
 
 
-def jaccard(a: set[str], b: set[str]) -> float:
-    return len(a & b) / len(a | b) if a or b else 1.0
+def jaccard(a: np.ndarray, b: np.ndarray) -> float:
+    inter = int(np.intersect1d(a, b, assume_unique=True).size)
+    union = int(a.size + b.size) - inter
+    return inter / union if union else 1.0
 
 
 def _where(ex: Example) -> str:
@@ -60,12 +76,15 @@ def near(examples: list[Example], ledger: Ledger, threshold: float) -> list[Exam
     examples = exact(examples, ledger)
     # LSH at a slightly lower threshold finds the candidates; the true Jaccard decides.
     lsh = MinHashLSH(threshold=max(0.05, threshold - 0.1), num_perm=NUM_PERM)
+    template = MinHash(num_perm=NUM_PERM, seed=1)
     kept: list[Example] = []
-    kept_shingles: dict[str, set[str]] = {}
+    kept_shingles: dict[str, np.ndarray] = {}
     for i, ex in enumerate(examples):
         sh = shingles(ex.dedupe_text())
-        mh = MinHash(num_perm=NUM_PERM, seed=1)
-        mh.update_batch([s.encode("utf-8") for s in sh])
+        # shingles arrive hashed; reuse the permutations instead of drawing them per row
+        mh = MinHash(num_perm=NUM_PERM, seed=1, hashfunc=int, scheme=template.scheme,
+                     permutations=template.permutations)
+        mh.update_batch(sh.tolist())
         best: tuple[float, str] | None = None
         for key in lsh.query(mh):
             score = jaccard(sh, kept_shingles[key])

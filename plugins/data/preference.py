@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hwkit.errors import ConfigError
-from hwkit.plugins.data.columns import Columns
+from hwkit.plugins.data.columns import CANDIDATES, Columns
 from hwkit.plugins.data.config import DataConfig
 from hwkit.plugins.data.example import Example, as_text, normalise
 from hwkit.plugins.data.records import Ledger, RawRecord
@@ -71,7 +71,12 @@ def resolve(cfg: DataConfig, cols: Columns) -> PrefPlan:
             col = cols.find(part, exclude=(prompt,))
             if col is None:
                 if cfg.feedback != "auto":
-                    cols.require(part, f"{part} ({kind} feedback)", exclude=(prompt,))
+                    names = "/".join(CANDIDATES[part][:4])
+                    raise ConfigError(
+                        f"{cols.source}: {kind} feedback needs a {part} column (looked for "
+                        f"{names}); available columns: {cols.listing()}",
+                        hint=f"set mapping.{part}",
+                    )
                 break
             found[part] = col
         else:

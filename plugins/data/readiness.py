@@ -14,8 +14,6 @@ from pydantic import BaseModel, Field
 from hwkit.plugins.data.config import ReadinessThresholds
 from hwkit.plugins.data.example import Example, word_count
 
-EXIT_NOT_READY = 7  # `hwkit data check` exit code when a minimum is not met (docs/data.md)
-
 
 class Check(BaseModel):
     name: str

@@ -8,6 +8,7 @@ profile scorer's "Score this profile… return JSON").
 
 from __future__ import annotations
 
+import contextlib
 import json
 import string
 from dataclasses import dataclass
@@ -106,6 +107,12 @@ def resolve(cfg: DataConfig, cols: Columns) -> SftPlan:
         messages = cols.find("messages")
     if messages is not None:
         return SftPlan("messages", messages=messages, category=category, system=system)
+    if cols.find("chosen") and cols.find("rejected"):
+        raise ConfigError(
+            f"{cols.source}: the rows have chosen/rejected columns but kind is sft; "
+            f"available columns: {cols.listing()}",
+            hint='set kind = "preference"',
+        )
     user = cols.require("user", "user/instruction")
     assistant = cols.require("assistant", "assistant/answer", exclude=(user,))
     inp = cols.explicit("input")
@@ -119,10 +126,9 @@ def _render_target(rec: dict[str, Any], targets: list[str]) -> str:
     if len(targets) == 1:
         value = rec.get(targets[0])
         if isinstance(value, str):
-            try:  # a JSON string column stays the same JSON, re-serialised canonically
+            # a JSON string column stays the same JSON, re-serialised canonically
+            with contextlib.suppress(json.JSONDecodeError):
                 value = json.loads(value)
-            except json.JSONDecodeError:
-                pass
         if value is None or value == "":
             return ""
         return json.dumps(value, ensure_ascii=False)

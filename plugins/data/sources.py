@@ -11,10 +11,9 @@ import csv
 import gzip
 import io
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from hwkit.errors import ConfigError, NotFoundError, UnavailableError
 from hwkit.log import get_logger
@@ -94,12 +93,15 @@ def load(cfg: DataConfig) -> Loaded:
         return _read_csv(path, delimiter="\t" if ext == ".tsv" else ",")
     raise ConfigError(
         f"data source {path}: unknown file type {ext or '(none)'!r}",
-        hint="supported: .jsonl, .json, .csv, .tsv (optionally .gz), sqlite:///, postgresql://, hf:",
+        hint="supported: .jsonl, .json, .csv, .tsv (optionally .gz), sqlite:///, "
+        "postgresql://, hf:",
     )
 
 
 def _open_text(path: Path) -> IO[bytes]:
-    return gzip.open(path, "rb") if path.suffix.lower() == ".gz" else path.open("rb")
+    if path.suffix.lower() == ".gz":
+        return cast(IO[bytes], gzip.open(path, "rb"))
+    return path.open("rb")
 
 
 def _read_jsonl(path: Path) -> Loaded:
@@ -123,8 +125,9 @@ def _read_jsonl(path: Path) -> Loaded:
                                 locator="line", position=lineno, record=text.rstrip("\r\n"))
                 continue
             if not isinstance(obj, dict):
-                out.rejects.add(None, "not_an_object", f"expected a JSON object, got "
-                                f"{type(obj).__name__}", locator="line", position=lineno, record=obj)
+                out.rejects.add(None, "not_an_object",
+                                f"expected a JSON object, got {type(obj).__name__}",
+                                locator="line", position=lineno, record=obj)
                 continue
             out.records.append(RawRecord(obj, "line", lineno))
     log.debug("data.read", source=str(path), rows=out.rows_in, rejected=len(out.rejects.items))
@@ -302,11 +305,7 @@ def _read_hf(path_str: str, split: str) -> Loaded:
     assert isinstance(ds, Dataset)
     name = f"hf:{path}"
     out = Loaded(name, rejects=Rejects(name))
-    for i, row in enumerate(_iter_rows(ds), start=1):
+    for i, row in enumerate(ds, start=1):
         out.rows_in += 1
         out.records.append(RawRecord(row, "row", i))
     return out
-
-
-def _iter_rows(ds: Any) -> Iterator[dict[str, Any]]:
-    yield from ds

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-
 from hwkit.log import get_logger
 
 log = get_logger(__name__)
@@ -129,7 +128,13 @@ def progress(total: int, *, enabled: bool | None, description: str) -> Any:
     show = total > PROGRESS_THRESHOLD if enabled is None else enabled
     if not show:
         return _NoProgress()
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
     bar = Progress(
         TextColumn("{task.description}"),

@@ -121,7 +121,9 @@ def _pooling_from_st(config: dict[str, Any], path: Path) -> Pooling:
         }
         if mode in names:
             return names[mode]
-        raise ConfigError(f"{path}: pooling_mode {mode!r} is not supported", hint=f"use {list(names)}")
+        raise ConfigError(
+            f"{path}: pooling_mode {mode!r} is not supported", hint=f"use {list(names)}"
+        )
     flags: list[tuple[str, Pooling]] = [
         ("pooling_mode_cls_token", "cls"),
         ("pooling_mode_mean_tokens", "mean"),
@@ -165,7 +167,9 @@ def read_model_config(path: Path) -> EmbedderModelConfig:
     prompts: dict[str, str] = {}
     prompts_file = path / "config_sentence_transformers.json"
     if prompts_file.is_file():
-        prompts = {str(k): str(v) for k, v in (_read_json(prompts_file).get("prompts") or {}).items()}
+        prompts = {
+            str(k): str(v) for k, v in (_read_json(prompts_file).get("prompts") or {}).items()
+        }
     is_bge = "bge" in path.name.lower() or "bge" in str(_model_type_hint(path)).lower()
     if pooling is None:
         pooling = "cls" if is_bge else "mean"
@@ -195,7 +199,11 @@ def model_files(path: Path) -> list[Path]:
     files = []
     for file in sorted(path.rglob("*")):
         rel = file.relative_to(path)
-        if file.is_file() and file.suffix in MODEL_FILE_SUFFIXES and not rel.parts[0].startswith("."):
+        if (
+            file.is_file()
+            and file.suffix in MODEL_FILE_SUFFIXES
+            and not rel.parts[0].startswith(".")
+        ):
             if rel.parts[0] in ("checkpoints", "onnx", "openvino"):
                 continue
             files.append(rel)

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-
 from hwkit.embedder import Embedder, TextKind
 from hwkit.errors import UnavailableError, UsageError
 from hwkit.log import get_logger
@@ -122,7 +122,9 @@ class OpenVINOEmbedder(PrefixMixin, Embedder):
         self._ov_model = self.core.read_model(str(entry / ir_cache.XML))
         self.input_names = [port.get_any_name() for port in self._ov_model.inputs]
         if self.static_shape:
-            self._ov_model.reshape({n: [self.batch_size, self.max_length] for n in self.input_names})
+            self._ov_model.reshape(
+                {n: [self.batch_size, self.max_length] for n in self.input_names}
+            )
         self._compiled: dict[str, Any] = {}
         log.debug(
             "openvino embedder ready",
@@ -134,22 +136,30 @@ class OpenVINOEmbedder(PrefixMixin, Embedder):
             static_shape=self.static_shape,
         )
 
+    @classmethod
+    def conformance_instance(cls, device: Device) -> OpenVINOEmbedder:
+        """The conformance kit's instance: a mock device computes on the host, so OpenVINO CPU."""
+        return cls(device="CPU")
+
     # -- conversion ---------------------------------------------------------------------
     def _convert(self, out_dir: Path) -> dict[str, Any]:
         """Trace the torch encoder (pooling included) to IR with dynamic batch and sequence."""
         import openvino as ov
         import torch
-
         from hwkit.plugins.embedders.pooling import load_encoder
 
         started = time.perf_counter()
         encoder = load_encoder(self.model_path, self.config.pooling)
-        sample = tokenize(self.tokenizer, ["an example sentence", "a second, longer example sentence"], 16)
+        sample = tokenize(
+            self.tokenizer, ["an example sentence", "a second, longer example sentence"], 16
+        )
         arrays = pad_batch(self.tokenizer, sample, np.arange(len(sample)))
         order = ["input_ids", "attention_mask", "token_type_ids"]
         example = {k: torch.from_numpy(arrays[k]) for k in order if k in arrays}
         spec = [(k, ov.PartialShape([-1, -1]), ov.Type.i64) for k in example]
-        with torch.inference_mode():
+        with torch.inference_mode(), warnings.catch_warnings():
+            # Tracing warns about Python branches on shapes; the dynamic axes are declared.
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
             model = ov.convert_model(encoder, example_input=example, input=spec)
         model.outputs[0].get_tensor().set_names({OUTPUT_NAME})
         if self.int8:

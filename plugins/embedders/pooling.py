@@ -10,12 +10,13 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-
 from hwkit.plugins.embedders.model_config import Pooling
 
 
-def pool(token_embeddings: torch.Tensor, attention_mask: torch.Tensor, mode: Pooling) -> torch.Tensor:
-    """Pool ``(batch, seq, dim)`` token vectors to ``(batch, dim)`` as sentence-transformers does."""
+def pool(
+    token_embeddings: torch.Tensor, attention_mask: torch.Tensor, mode: Pooling
+) -> torch.Tensor:
+    """Pool ``(batch, seq, dim)`` token vectors to ``(batch, dim)`` as sentence-transformers."""
     if mode == "cls":
         return token_embeddings[:, 0]
     mask = attention_mask.unsqueeze(-1).to(token_embeddings.dtype)

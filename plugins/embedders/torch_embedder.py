@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-
 from hwkit.embedder import Embedder, TextKind
 from hwkit.errors import UsageError
 from hwkit.log import get_logger
@@ -40,7 +39,9 @@ def default_device() -> Device:
     return CPUDevice()
 
 
-def effective_max_length(config: EmbedderModelConfig, tokenizer: Any, model_config: Any, requested: int | None) -> int:
+def effective_max_length(
+    config: EmbedderModelConfig, tokenizer: Any, model_config: Any, requested: int | None
+) -> int:
     """The smallest of what was asked, what the model was trained with, and what it can hold."""
     limits = [requested, config.max_seq_length]
     tok_max = getattr(tokenizer, "model_max_length", None)
@@ -72,7 +73,9 @@ class PrefixMixin:
         if kind not in KINDS:
             raise UsageError(f"kind must be one of {KINDS}, got {kind!r}")
         if isinstance(texts, str):
-            raise UsageError("embed() takes a list of texts, got a single string", hint="wrap it: [text]")
+            raise UsageError(
+                "embed() takes a list of texts, got a single string", hint="wrap it: [text]"
+            )
         prefix = self.query_prefix if kind == "query" else self.document_prefix
         out = []
         for i, text in enumerate(texts):
@@ -101,9 +104,8 @@ class TorchEmbedder(PrefixMixin, Embedder):
         show_progress: bool | None = None,
     ) -> None:
         import torch
-        from transformers import AutoTokenizer
-
         from hwkit.plugins.embedders.pooling import load_encoder
+        from transformers import AutoTokenizer
 
         self.model_path: Path = resolve_model_path(model)
         self.config = read_model_config(self.model_path)
@@ -134,6 +136,11 @@ class TorchEmbedder(PrefixMixin, Embedder):
             max_length=self.max_length,
         )
 
+    @classmethod
+    def conformance_instance(cls, device: Device) -> TorchEmbedder:
+        """The conformance kit's instance: the default model on the kit's (mock) device."""
+        return cls(device=device)
+
     def embed(
         self, texts: Sequence[str], *, kind: TextKind = "document", batch_size: int | None = None
     ) -> np.ndarray:
@@ -143,7 +150,7 @@ class TorchEmbedder(PrefixMixin, Embedder):
         if not prepared:
             return out
         enc = tokenize(self.tokenizer, prepared, self.max_length)
-        report_truncation(enc, self.max_length, self.model_path.name)
+        report_truncation(enc, self.max_length, str(self.model_path))
         torch = self._torch
         target = self.device.torch_device()
         batches = length_sorted_batches(enc.lengths, batch_size or self.batch_size)

@@ -162,6 +162,7 @@ def write_rejects(path: Path, rejects: Sequence[Reject]) -> None:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             for r in rejects:
                 fh.write(json.dumps(r.to_dict(), ensure_ascii=False) + "\n")
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -112,6 +112,7 @@ def write_index(
         )
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.building-"))
+    tmp.chmod(0o755)  # mkdtemp makes it private; an index is as readable as any output
     try:
         docs.write_jsonl(tmp / DOCS)
         if rejects:

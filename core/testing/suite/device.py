@@ -6,7 +6,6 @@ import contextlib
 import json
 
 import pytest
-
 from hwkit.device import Capabilities, Device, MemorySnapshot, Telemetry
 
 

@@ -57,5 +57,7 @@ class RetrieverContract:
         retriever.save(tmp_path / "index")
         loaded = type(retriever).load(tmp_path / "index")
         query = "chlorophyll absorbs blue light"
-        assert [h.id for h in loaded.search(query, k=3)] == [h.id for h in retriever.search(query, k=3)]
+        assert [h.id for h in loaded.search(query, k=3)] == [
+            h.id for h in retriever.search(query, k=3)
+        ]
         assert len(loaded) == len(retriever)

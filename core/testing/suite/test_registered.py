@@ -11,7 +11,6 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-
 from hwkit.device import Backend, Device
 from hwkit.embedder import Embedder
 from hwkit.retriever import Retriever

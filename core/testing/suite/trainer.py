@@ -5,9 +5,8 @@ Fixture: ``trainer`` (an instance). Training behaviour itself is each trainer's 
 
 from __future__ import annotations
 
-from pydantic import BaseModel
-
 from hwkit.trainer import Trainer
+from pydantic import BaseModel
 
 
 class TrainerContract:

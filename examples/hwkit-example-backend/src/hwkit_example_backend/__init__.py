@@ -28,7 +28,9 @@ class EmuDevice(Device):
         return Capabilities(dtypes=("float32",), features=("emulated",), shared_memory=True)
 
     def memory(self) -> MemorySnapshot:
-        return MemorySnapshot(total=CAPACITY, free=CAPACITY - self._allocated, used_by_us=self._allocated)
+        return MemorySnapshot(
+            total=CAPACITY, free=CAPACITY - self._allocated, used_by_us=self._allocated
+        )
 
     def torch_device(self) -> Any:
         import torch

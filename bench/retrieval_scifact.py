@@ -1,0 +1,200 @@
+"""SciFact retrieval benchmark: quality, latency and build time, ours next to plain bm25s.
+
+    python bench/retrieval_scifact.py                       # build, evaluate on test
+    python bench/retrieval_scifact.py --tune-alpha          # + choose hybrid alpha on TRAIN
+    python bench/retrieval_scifact.py --finetuned DIR       # + dense/hybrid with DIR's model
+    python bench/retrieval_scifact.py --index /tmp/sf_idx   # reuse (or create) a saved index
+
+Prints nDCG@10 / Recall@100 / MRR@10 and per-query search latency (p50/p95, query
+embedding included) for bm25 (ours: stemming + stopwords), plain bm25s (its default
+tokenizer, no stemming), bm25+RM3, dense, hybrid (convex) and hybrid (RRF), and the
+index build/save/load times. Tuning uses only the train qrels.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HWKIT_LOG_LEVEL", "WARNING")
+
+import numpy as np
+
+from hwkit.plugins.retrievers.beir import evaluate_retriever, load_beir, read_qrels, score_run
+from hwkit.plugins.retrievers.bm25 import BM25Retriever, top_k
+from hwkit.plugins.retrievers.embedding import make_embedder
+from hwkit.plugins.retrievers.hybrid import HybridRetriever
+from hwkit.retriever import Hit, Retriever
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class PlainBM25s(Retriever):
+    """bm25s as its README shows it: default tokenizer, English stopwords, no stemmer."""
+
+    name = "bm25s-plain"
+
+    def index(self, docs: Any) -> None:
+        import bm25s
+
+        docs = list(docs)
+        self.ids = [d.id for d in docs]
+        self.bm = bm25s.BM25()
+        self.bm.index(
+            bm25s.tokenize([f"{d.title} {d.text}" for d in docs], stopwords="en", show_progress=False),
+            show_progress=False,
+        )
+
+    def search(self, query: str, k: int = 10) -> list[Hit]:
+        import bm25s
+
+        tokens = bm25s.tokenize([query], stopwords="en", return_ids=False, show_progress=False)[0]
+        known = [t for t in tokens if t in self.bm.vocab_dict]
+        if not known:
+            return []
+        scores = self.bm.get_scores(known)
+        return [Hit(self.ids[i], float(scores[i])) for i in top_k(scores, k, positive_only=True)]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def save(self, path: Path) -> None:  # not needed for the benchmark
+        raise NotImplementedError
+
+    @classmethod
+    def load(cls, path: Path) -> Retriever:
+        raise NotImplementedError
+
+
+def row(name: str, retriever: Retriever, data: Any, build_s: float | None) -> dict[str, Any]:
+    res = evaluate_retriever(retriever, data.queries, data.qrels, k=100)
+    out = {"retriever": name, **res.metrics, "p50_ms": res.latency_ms["p50"], "p95_ms": res.latency_ms["p95"]}
+    out["build_s"] = build_s
+    print(
+        f"{name:<26} {res.metrics['ndcg@10']:.4f}   {res.metrics['recall@100']:.4f}   "
+        f"{res.metrics['mrr@10']:.4f}   {res.latency_ms['p50']:7.2f}  {res.latency_ms['p95']:7.2f}  "
+        + (f"{build_s:7.1f}" if build_s is not None else "      -"),
+        flush=True,
+    )
+    return out
+
+
+def tune_alpha(hybrid: HybridRetriever, data_dir: Path) -> tuple[float, list[dict[str, Any]]]:
+    """Sweep alpha (and RRF k) on the TRAIN qrels; returns the best alpha by nDCG@10."""
+    train = read_qrels(data_dir / "qrels" / "train.tsv")
+    queries = load_beir(data_dir, "train").queries
+    qids = [q for q in train if q in queries]
+    qvecs = hybrid.embedder.embed([queries[q] for q in qids], kind="query")
+    lexical = [hybrid.bm25.scores(queries[q]) for q in qids]
+    table = []
+    best = (-1.0, 0.0)
+    print("\nalpha tuning on TRAIN qrels (convex combination)")
+    for alpha in np.round(np.arange(0.0, 1.0001, 0.05), 2):
+        run = {
+            q: {h.id: h.score for h in hybrid.fuse(lex, v, 100, alpha=float(alpha), fusion="convex")}
+            for q, lex, v in zip(qids, lexical, qvecs, strict=True)
+        }
+        m = score_run(train, run)
+        table.append({"fusion": "convex", "alpha": float(alpha), **m})
+        print(f"  alpha={alpha:.2f}  nDCG@10={m['ndcg@10']:.4f}  R@100={m['recall@100']:.4f}", flush=True)
+        best = max(best, (m["ndcg@10"], float(alpha)))
+    saved_k = hybrid.rrf_k
+    for k in (1.0, 10.0, 60.0, 100.0):
+        hybrid.rrf_k = k
+        run = {
+            q: {h.id: h.score for h in hybrid.fuse(lex, v, 100, fusion="rrf")}
+            for q, lex, v in zip(qids, lexical, qvecs, strict=True)
+        }
+        m = score_run(train, run)
+        table.append({"fusion": "rrf", "k": k, **m})
+        print(f"  rrf k={k:<5}  nDCG@10={m['ndcg@10']:.4f}  R@100={m['recall@100']:.4f}", flush=True)
+    hybrid.rrf_k = saved_k
+    print(f"best alpha on train: {best[1]:.2f} (nDCG@10 {best[0]:.4f})")
+    return best[1], table
+
+
+def main(argv: list[str] | None = None) -> int:
+    default_data = Path(os.environ.get("HWKIT_SHARED_DATA", REPO.parent / "shared" / "data")) / "scifact"
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=default_data)
+    ap.add_argument("--embedder", default="torch", help="torch or openvino")
+    ap.add_argument("--model", default=None, help="embedding model directory (default all-MiniLM-L6-v2)")
+    ap.add_argument("--finetuned", type=Path, default=None, help="a fine-tuned embedder directory")
+    ap.add_argument("--index", type=Path, default=None, help="load this hybrid index, or build and save it here")
+    ap.add_argument("--tune-alpha", action="store_true")
+    ap.add_argument("--alpha", type=float, default=None, help="override the hybrid alpha")
+    ap.add_argument("--json", type=Path, default=None, help="write the rows as JSON here")
+    args = ap.parse_args(argv)
+
+    import torch
+
+    data = load_beir(args.data, "test")
+    print(f"SciFact: {len(data.corpus)} docs, {len(data.qrels)} test queries; torch threads {torch.get_num_threads()}, "
+          f"cpus {os.cpu_count()}, load avg {os.getloadavg()[0]:.1f}")
+    embedder = make_embedder(args.embedder, args.model)
+
+    build: dict[str, float] = {}
+    if args.index is not None and (args.index / "manifest.json").is_file():
+        t0 = time.perf_counter()
+        hybrid = HybridRetriever.load(args.index, embedder=embedder)
+        build["load_s"] = time.perf_counter() - t0
+        hybrid_build = None
+    else:
+        t0 = time.perf_counter()
+        hybrid = HybridRetriever(embedder)
+        hybrid.index(data.corpus)
+        hybrid_build = time.perf_counter() - t0
+        build["hybrid_build_s"] = hybrid_build
+        if args.index is not None:
+            t0 = time.perf_counter()
+            hybrid.save(args.index)
+            build["save_s"] = time.perf_counter() - t0
+    if args.alpha is not None:
+        hybrid.alpha = args.alpha
+
+    rows = []
+    print(f"\n{'retriever':<26} nDCG@10  R@100    MRR@10   p50 ms   p95 ms  build s")
+    t0 = time.perf_counter()
+    bm25 = BM25Retriever()
+    bm25.index(data.corpus)
+    rows.append(row("bm25 (hwkit)", bm25, data, time.perf_counter() - t0))
+    t0 = time.perf_counter()
+    plain = PlainBM25s()
+    plain.index(data.corpus)
+    rows.append(row("bm25s plain (no stemmer)", plain, data, time.perf_counter() - t0))
+    rm3 = BM25Retriever(rm3=True)
+    rm3.docs, rm3._bm25, rm3._doc_tokens = bm25.docs, bm25._bm25, bm25._doc_tokens
+    rows.append(row("bm25 + RM3", rm3, data, None))
+    rows.append(row(f"dense {embedder.name}", hybrid.dense, data, None))
+    rows.append(row(f"hybrid convex a={hybrid.alpha:.2f}", hybrid, data, hybrid_build))
+    hybrid.fusion = "rrf"
+    rows.append(row(f"hybrid rrf k={hybrid.rrf_k:g}", hybrid, data, None))
+    hybrid.fusion = "convex"
+
+    if args.finetuned is not None:
+        ft_emb = make_embedder(args.embedder, args.finetuned)
+        t0 = time.perf_counter()
+        ft = HybridRetriever(ft_emb, alpha=hybrid.alpha)
+        ft.index(data.corpus)
+        ft_build = time.perf_counter() - t0
+        rows.append(row("dense fine-tuned", ft.dense, data, None))
+        rows.append(row(f"hybrid fine-tuned a={ft.alpha:.2f}", ft, data, ft_build))
+
+    print("\nbuild:", ", ".join(f"{k}={v:.1f}" for k, v in build.items()))
+    result: dict[str, Any] = {"rows": rows, "build": build}
+    if args.tune_alpha:
+        best, table = tune_alpha(hybrid, args.data)
+        result["alpha_tuning"] = {"best": best, "table": table}
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,208 @@
+"""``hwkit data check|prepare``: a readiness report for a training data set, and the prepared
+train/validation/rejects files.
+
+Exit codes: 0 ready (or prepared); 7 (``EXIT_NOT_READY``) when ``check`` finds a minimum
+unmet, or ``prepare --require-ready`` does; the usual hwkit codes for bad input (3 config,
+4 not found, 6 database unreachable).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+if TYPE_CHECKING:
+    from hwkit.plugins.data import DataConfig, ReadinessReport
+
+CONFIG_HELP = "a TOML config (its [data] table or the whole file), or a source: rows.jsonl, " \
+    "rows.csv, sqlite:///file.db, postgresql://user@host/db, hf:LOCAL_DIR"
+
+
+def _config(target: str, overrides: dict[str, Any]) -> DataConfig:
+    from hwkit.plugins.data import DataConfig
+
+    overrides = {k: v for k, v in overrides.items() if v is not None and v != {}}
+    if target.lower().endswith(".toml"):
+        return DataConfig.from_toml(Path(target), overrides=overrides)
+    return DataConfig.validated({"source": target, **overrides}, where="command line")
+
+
+def _overrides(query: str | None, kind: str | None, system_prompt: str | None,
+               template: str | None, feedback: str | None, dedupe: str | None,
+               min_confidence: float | None, validation_fraction: float | None,
+               seed: int | None, min_answers: int | None, min_words: float | None,
+               min_categories: int | None, min_total_words: int | None) -> dict[str, Any]:
+    thresholds = {
+        "min_answers": min_answers,
+        "min_words_per_answer": min_words,
+        "min_categories": min_categories,
+        "min_total_words": min_total_words,
+    }
+    return {
+        "query": query,
+        "kind": kind,
+        "system_prompt": system_prompt,
+        "template": template,
+        "feedback": feedback,
+        "dedupe": dedupe,
+        "min_confidence": min_confidence,
+        "validation_fraction": validation_fraction,
+        "seed": seed,
+        "thresholds": {k: v for k, v in thresholds.items() if v is not None},
+    }
+
+
+def _print_report(report: ReadinessReport, extra: dict[str, str] | None = None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    table = Table(title=f"Readiness: {report.source}", title_justify="left")
+    table.add_column("check")
+    table.add_column("value", justify="right")
+    table.add_column("minimum", justify="right")
+    table.add_column("")
+    for c in report.checks:
+        table.add_row(c.name, f"{c.value:g}", f"{c.minimum:g}",
+                      "[green]ok[/green]" if c.met else "[red]not met[/red]")
+    console.print(table)
+    rows = Table(show_header=False, box=None)
+    rows.add_row("rows read", str(report.rows_in))
+    rows.add_row("kept", f"{report.rows_kept} ({report.train} train, {report.validation} "
+                 "validation)")
+    reasons = ", ".join(f"{k} {v}" for k, v in report.rejected_by_reason.items())
+    rows.add_row("rejected", f"{report.rows_rejected}" + (f" ({reasons})" if reasons else ""))
+    rows.add_row("words per answer", f"mean {report.words_per_answer_mean:g}, median "
+                 f"{report.words_per_answer_median:g}")
+    cats = ", ".join(f"{k} {v}" for k, v in list(report.categories.items())[:10])
+    more = len(report.categories) - 10
+    rows.add_row("categories", (cats + (f", … {more} more" if more > 0 else "")) or "none")
+    for key, value in (extra or {}).items():
+        rows.add_row(key, value)
+    console.print(rows)
+    style = "green" if report.ready else "red"
+    console.print(f"[{style}]{report.summary()}[/{style}]")
+
+
+KIND = typer.Option(None, "--kind", help="sft or preference (default sft).")
+QUERY = typer.Option(None, "--query", "-q", help="SQL query for a database source.")
+SYSTEM = typer.Option(None, "--system-prompt", help="System/persona message for every row.")
+TEMPLATE = typer.Option(None, "--template", help="User turn with {column} placeholders.")
+FEEDBACK = typer.Option(None, "--feedback",
+                        help="auto, pairs, thumbs, ab, correction or rating (preference).")
+DEDUPE = typer.Option(None, "--dedupe", help="exact (default), near or none.")
+MIN_CONF = typer.Option(None, "--min-confidence", help="Reject rows below this confidence.")
+VAL = typer.Option(None, "--validation-fraction", help="Share held out (default 0.1).")
+SEED = typer.Option(None, "--seed", help="Split seed (default 42).")
+MIN_ANS = typer.Option(None, "--min-answers", help="Minimum answers (default 20).")
+MIN_WORDS = typer.Option(None, "--min-words-per-answer", help="Minimum mean words (default 30).")
+MIN_CATS = typer.Option(None, "--min-categories", help="Minimum categories (default 3).")
+MIN_TOTAL = typer.Option(None, "--min-total-words", help="Minimum total words (default 1000).")
+JSON_OUT = typer.Option(False, "--json", help="Print the report as JSON.")
+
+
+def register(app: typer.Typer) -> None:
+    data_app = typer.Typer(help="Training data: readiness check and prepared files.",
+                           no_args_is_help=True)
+
+    @data_app.command("check")
+    def check(
+        target: str = typer.Argument(..., metavar="CONFIG_OR_SOURCE", help=CONFIG_HELP),
+        query: str | None = QUERY,
+        kind: str | None = KIND,
+        system_prompt: str | None = SYSTEM,
+        template: str | None = TEMPLATE,
+        feedback: str | None = FEEDBACK,
+        dedupe: str | None = DEDUPE,
+        min_confidence: float | None = MIN_CONF,
+        min_answers: int | None = MIN_ANS,
+        min_words: float | None = MIN_WORDS,
+        min_categories: int | None = MIN_CATS,
+        min_total_words: int | None = MIN_TOTAL,
+        rejects: Path | None = typer.Option(None, "--rejects", help="Write rejects here."),
+        as_json: bool = JSON_OUT,
+    ) -> None:
+        """Readiness report: rows, words per answer, categories, minimums. Exit 7 if not ready."""
+        from hwkit.plugins.data import EXIT_NOT_READY, prepare
+
+        cfg = _config(target, _overrides(query, kind, system_prompt, template, feedback, dedupe,
+                                         min_confidence, None, None, min_answers, min_words,
+                                         min_categories, min_total_words))
+        data = prepare(cfg, rejects_path=rejects)
+        if as_json:
+            out = data.report.to_json_dict()
+            out["rejects_path"] = str(data.rejects_path) if data.rejects_path else None
+            typer.echo(json.dumps(out, indent=2, ensure_ascii=False))
+        else:
+            extra = {"rejects file": str(data.rejects_path)} if data.rejects_path else None
+            _print_report(data.report, extra)
+        if not data.report.ready:
+            raise typer.Exit(EXIT_NOT_READY)
+
+    @data_app.command("prepare")
+    def prepare_cmd(
+        target: str = typer.Argument(..., metavar="CONFIG_OR_SOURCE", help=CONFIG_HELP),
+        out: Path = typer.Option(..., "--out", "-o", help="Folder for train.jsonl, "
+                                 "validation.jsonl, rejects.jsonl and report.json."),
+        query: str | None = QUERY,
+        kind: str | None = KIND,
+        system_prompt: str | None = SYSTEM,
+        template: str | None = TEMPLATE,
+        feedback: str | None = FEEDBACK,
+        dedupe: str | None = DEDUPE,
+        min_confidence: float | None = MIN_CONF,
+        validation_fraction: float | None = VAL,
+        seed: int | None = SEED,
+        min_answers: int | None = MIN_ANS,
+        min_words: float | None = MIN_WORDS,
+        min_categories: int | None = MIN_CATS,
+        min_total_words: int | None = MIN_TOTAL,
+        require_ready: bool = typer.Option(False, "--require-ready",
+                                           help="Exit 7 when a minimum is not met."),
+        as_json: bool = JSON_OUT,
+    ) -> None:
+        """Write the prepared data set (each file atomically) and print its report."""
+        from hwkit.plugins.data import EXIT_NOT_READY, prepare
+
+        cfg = _config(target, _overrides(query, kind, system_prompt, template, feedback, dedupe,
+                                         min_confidence, validation_fraction, seed, min_answers,
+                                         min_words, min_categories, min_total_words))
+        data = prepare(cfg)
+        paths = data.write(out)
+        if as_json:
+            report = data.report.to_json_dict()
+            report["files"] = {k: str(v) for k, v in paths.items()}
+            typer.echo(json.dumps(report, indent=2, ensure_ascii=False))
+        else:
+            _print_report(data.report, {"written": str(out)})
+        if require_ready and not data.report.ready:
+            raise typer.Exit(EXIT_NOT_READY)
+
+    @data_app.command("sample")
+    def sample(
+        sqlite: Path | None = typer.Option(None, "--sqlite", help="Also build a SQLite copy "
+                                           "(table reflections) at this path."),
+        as_json: bool = JSON_OUT,
+    ) -> None:
+        """Where the bundled SYNTHETIC persona sample is (and its SQLite copy with --sqlite)."""
+        from hwkit.plugins.data.samples import (
+            PERSONA_QUERY,
+            PERSONA_SYSTEM_PROMPT,
+            persona_sample_path,
+            persona_sqlite_url,
+        )
+
+        info = {"jsonl": str(persona_sample_path()), "system_prompt": PERSONA_SYSTEM_PROMPT}
+        if sqlite is not None:
+            info["sqlite_url"] = persona_sqlite_url(sqlite)
+            info["query"] = PERSONA_QUERY
+        if as_json:
+            typer.echo(json.dumps(info, indent=2))
+            return
+        for key, value in info.items():
+            typer.echo(f"{key}: {value}")
+
+    app.add_typer(data_app, name="data")

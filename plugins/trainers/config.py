@@ -1,0 +1,141 @@
+"""Trainer configs: one pydantic model per trainer, read from TOML, every field defaulted.
+
+``None`` means "the active hardware profile decides" (LoRA rank, sequence length); the
+resolved values are written to the run directory's ``config.toml`` so a run records what
+it actually used.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import tomllib
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from hwkit.errors import ConfigError, NotFoundError
+from hwkit.plugins.data import DataConfig
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+
+C = TypeVar("C", bound="TrainConfig")
+
+
+class EvalSettings(BaseModel):
+    """What ``hwkit eval`` measures besides validation loss."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompts: list[str] = Field(default_factory=list, description="fixed prompts for samples")
+    samples: int = Field(3, ge=0, description="validation prompts to generate for")
+    max_new_tokens: int = Field(64, ge=1)
+    max_rows: int = Field(64, ge=1, description="validation rows used for the loss")
+    json_score_field: str | None = Field(
+        None, description="structured task: the JSON key holding the score to correlate"
+    )
+
+
+class TrainConfig(BaseModel):
+    """Fields shared by the SFT and DPO trainers."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(DEFAULT_MODEL, description="known name, hub id with a local copy, or path")
+    output_dir: Path = Field(Path("runs/train"), description="the run directory")
+    data: DataConfig | None = None
+    method: Literal["lora", "qlora", "full"] = "lora"
+    lora_rank: int | None = Field(None, ge=1, description="None: the profile's default")
+    lora_alpha: int | None = Field(None, ge=1, description="None: twice the rank")
+    lora_dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    target_modules: str | list[str] = "all-linear"
+    max_seq_len: int | None = Field(None, ge=16, description="None: the profile's, capped at 1024")
+    effective_batch: int = Field(8, ge=1)
+    micro_batch: int | None = Field(None, ge=1, description="None: the allocator chooses")
+    gradient_checkpointing: bool | None = None
+    quantization: Literal["auto", "none", "nf4", "int8"] = "auto"
+    learning_rate: float = Field(2e-4, gt=0)
+    lr_scheduler: str = "linear"
+    warmup_steps: int = Field(0, ge=0)
+    weight_decay: float = Field(0.0, ge=0)
+    epochs: float = Field(1.0, gt=0)
+    max_steps: int = Field(-1, description="-1: run the epochs")
+    save_steps: int = Field(50, ge=1)
+    save_total_limit: int = Field(2, ge=1)
+    logging_steps: int = Field(1, ge=1)
+    eval_steps: int | None = Field(None, ge=1, description="None: evaluate only before and after")
+    seed: int = 42
+    report_to: list[str] = Field(default_factory=lambda: ["none"])
+    merge: bool = Field(False, description="also save the merged model (LoRA only)")
+    device: str | None = Field(None, description="device id such as cuda:1; None: the plan's")
+    eval: EvalSettings = Field(default_factory=EvalSettings)
+
+
+class SFTConfig(TrainConfig):
+    """Supervised fine-tuning on chat messages."""
+
+    output_dir: Path = Path("runs/sft")
+    packing: bool = Field(True, description="pack short examples into full rows (BFD)")
+
+
+class DPOConfig(TrainConfig):
+    """Direct preference optimisation; the reference is the adapter-disabled model."""
+
+    output_dir: Path = Path("runs/dpo")
+    method: Literal["lora", "qlora", "full"] = "lora"
+    learning_rate: float = Field(5e-5, gt=0)
+    beta: float = Field(0.1, gt=0)
+    max_seq_len: int | None = Field(None, ge=16)
+
+
+def validate_config(model: type[C], data: dict[str, Any], *, where: str) -> C:
+    """Validate, turning pydantic's error list into one line naming the first bad field."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        got = err.get("input")
+        shown = "" if isinstance(got, dict) else f" (got {got!r})"
+        more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise ConfigError(
+            f"{where}: field {field!r}: {err['msg']}{shown}{more}",
+            hint="see docs/training.md for the trainer config fields",
+        ) from None
+
+
+def load_config(model: type[C], path: Path, *, overrides: dict[str, Any] | None = None) -> C:
+    """Read a trainer TOML file; relative data paths resolve against the file's folder."""
+    if not path.is_file():
+        raise NotFoundError(f"config file {str(path)!r} does not exist")
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    base = path.resolve().parent
+    data = doc.get("data")
+    if isinstance(data, dict) and isinstance(data.get("source"), str):
+        data = dict(data)
+        source = data["source"]
+        bare = source[3:] if source.startswith("hf:") else source
+        if "://" not in source and not Path(bare).is_absolute():
+            resolved = str((base / bare).resolve())
+            data["source"] = ("hf:" + resolved) if source.startswith("hf:") else resolved
+        doc["data"] = data
+    model = doc.get("model")
+    if isinstance(model, str) and model.startswith(".") and (base / model).exists():
+        doc["model"] = str((base / model).resolve())
+    doc.update(overrides or {})
+    return validate_config(model, doc, where=str(path))
+
+
+def to_toml_dict(config: BaseModel) -> dict[str, Any]:
+    """A TOML-writable dict (no None values; paths as strings)."""
+    return _drop_none(config.model_dump(mode="json"))
+
+
+def _drop_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _drop_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_drop_none(v) for v in value]
+    return value

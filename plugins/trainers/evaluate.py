@@ -1,0 +1,271 @@
+"""``hwkit eval RUN_DIR``: held-out loss and perplexity, before/after samples, JSON checks.
+
+The run directory says everything needed: ``report.json`` (trainer, base model directory),
+``config.toml`` (eval settings, sequence length) and ``validation.jsonl`` (the held-out
+rows the run never trained on). For a LoRA run the "before" numbers come from the same
+network with the adapter disabled, so no second model is loaded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import tomllib
+
+from hwkit.errors import ConfigError, NotFoundError
+from hwkit.log import get_logger
+from hwkit.plugins.trainers import rundir
+
+log = get_logger("hwkit.eval")
+
+_JSON_OBJECT = re.compile(r"\{.*\}", re.DOTALL)
+
+
+def load_run(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(report, config) of a finished run; one-line errors when it is not one."""
+    report_path, config_path = run_dir / rundir.REPORT, run_dir / rundir.CONFIG
+    if not run_dir.is_dir():
+        raise NotFoundError(f"run directory {str(run_dir)!r} does not exist")
+    if not report_path.is_file() or not config_path.is_file():
+        raise NotFoundError(
+            f"{run_dir} is not a finished hwkit run (no report.json / config.toml)",
+            hint="train first with hwkit train, or resume it with --resume",
+        )
+    try:
+        report = json.loads(report_path.read_text(encoding="utf-8"))
+        config = tomllib.loads(config_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{run_dir}: unreadable run files: {exc}") from None
+    return report, config
+
+
+def evaluate_run(
+    run_dir: Path, *, samples: int | None = None, max_new_tokens: int | None = None
+) -> dict[str, Any]:
+    """Evaluate a run directory and write ``eval.json`` there (atomically)."""
+    import torch
+
+    run_dir = Path(run_dir).absolute()
+    report, config = load_run(run_dir)
+    settings = dict(config.get("eval", {}))
+    n_samples = samples if samples is not None else int(settings.get("samples", 3))
+    new_tokens = max_new_tokens or int(settings.get("max_new_tokens", 64))
+    max_rows = int(settings.get("max_rows", 64))
+    seq_len = int(config.get("max_seq_len", 512))
+    validation = rundir.read_jsonl(run_dir / rundir.VALIDATION_DATA)[:max_rows]
+    model, tokenizer, is_adapter = load_trained(run_dir, report)
+    model.eval()
+    before = _adapter_off(model) if is_adapter else None
+    kind = "preference" if validation and "chosen" in validation[0] else "sft"
+    metrics: dict[str, Any] = {"validation_rows": len(validation)}
+    with torch.no_grad():
+        if kind == "sft" and validation:
+            loss = sft_loss(model, tokenizer, validation, seq_len)
+            metrics.update(eval_loss=loss, perplexity=math.exp(min(loss, 50)))
+            if before is not None:
+                with before():
+                    base = sft_loss(model, tokenizer, validation, seq_len)
+                metrics.update(base_eval_loss=base, base_perplexity=math.exp(min(base, 50)))
+        elif kind == "preference" and validation and before is not None:
+            beta = float(config.get("beta", 0.1))
+            metrics.update(preference_metrics(model, tokenizer, validation, seq_len, beta, before))
+        prompts = _prompts(settings.get("prompts") or [], validation, n_samples)
+        generated = []
+        for messages, reference in prompts:
+            after = generate(model, tokenizer, messages, new_tokens)
+            item: dict[str, Any] = {"prompt": messages[-1]["content"], "after": after}
+            if before is not None:
+                with before():
+                    item["before"] = generate(model, tokenizer, messages, new_tokens)
+            if reference is not None:
+                item["reference"] = reference
+            generated.append(item)
+    field = settings.get("json_score_field")
+    if field:
+        metrics.update(json_metrics(generated, field))
+    result = {
+        "run_dir": str(run_dir),
+        "trainer": report.get("trainer"),
+        "base_model_dir": report.get("base_model_dir"),
+        "metrics": metrics,
+        "samples": generated,
+    }
+    rundir.write_json_atomic(run_dir / rundir.EVAL, result)
+    log.info("eval.done", run=str(run_dir), **{k: v for k, v in metrics.items()})
+    return result
+
+
+def load_trained(run_dir: Path, report: dict[str, Any]) -> tuple[Any, Any, bool]:
+    """(model, tokenizer, is_adapter): the base with the run's adapter, or the full model."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(run_dir), local_files_only=True)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if (run_dir / "adapter_config.json").is_file():
+        from peft import PeftModel
+
+        base_dir = report.get("base_model_dir")
+        if not base_dir or not Path(base_dir).is_dir():
+            from hwkit.models import resolve_model
+
+            base_dir = str(resolve_model(report.get("model", "")))
+        base = AutoModelForCausalLM.from_pretrained(
+            base_dir, local_files_only=True, dtype=torch.float32
+        )
+        return PeftModel.from_pretrained(base, str(run_dir)), tokenizer, True
+    if (run_dir / "config.json").is_file():
+        model = AutoModelForCausalLM.from_pretrained(
+            str(run_dir), local_files_only=True, dtype=torch.float32
+        )
+        return model, tokenizer, False
+    raise NotFoundError(f"{run_dir} holds no adapter_config.json or config.json weights")
+
+
+def _adapter_off(model: Any) -> Any:
+    def ctx() -> contextlib.AbstractContextManager[Any]:
+        return model.disable_adapter()  # type: ignore[no-any-return]
+
+    return ctx
+
+
+def _encode(tokenizer: Any, messages: list[dict[str, str]], seq_len: int, **kw: Any) -> Any:
+    out = tokenizer.apply_chat_template(
+        messages, tokenize=True, return_dict=True, return_tensors="pt", **kw
+    )
+    return out["input_ids"][:, :seq_len]
+
+
+def sft_loss(model: Any, tokenizer: Any, rows: list[dict[str, Any]], seq_len: int) -> float:
+    """Token-weighted mean cross-entropy over whole conversations (as SFT trains)."""
+    total, count = 0.0, 0
+    for row in rows:
+        ids = _encode(tokenizer, row["messages"], seq_len)
+        if ids.shape[1] < 2:
+            continue
+        out = model(input_ids=ids, labels=ids)
+        n = ids.shape[1] - 1
+        total += float(out.loss) * n
+        count += n
+    return total / max(count, 1)
+
+
+def completion_logp(
+    model: Any,
+    tokenizer: Any,
+    prompt: list[dict[str, str]],
+    completion: list[dict[str, str]],
+    seq_len: int,
+) -> float:
+    """Summed log-probability of the completion's tokens after the prompt."""
+    import torch
+
+    prompt_ids = _encode(tokenizer, prompt, seq_len, add_generation_prompt=True)
+    full_ids = _encode(tokenizer, prompt + completion, seq_len)
+    start = min(prompt_ids.shape[1], full_ids.shape[1] - 1)
+    logits = model(input_ids=full_ids).logits[:, :-1].float()
+    logps = torch.log_softmax(logits, dim=-1)
+    targets = full_ids[:, 1:]
+    token_logps = logps.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    return float(token_logps[:, start - 1 :].sum()) if start > 0 else float(token_logps.sum())
+
+
+def preference_metrics(
+    model: Any, tokenizer: Any, rows: list[dict[str, Any]], seq_len: int, beta: float, before: Any
+) -> dict[str, float]:
+    """DPO's implicit reward on held-out pairs: accuracy, margin and loss."""
+    margins = []
+    for row in rows:
+        pol = [completion_logp(model, tokenizer, row["prompt"], row[k], seq_len)
+               for k in ("chosen", "rejected")]  # fmt: skip
+        with before():
+            ref = [completion_logp(model, tokenizer, row["prompt"], row[k], seq_len)
+                   for k in ("chosen", "rejected")]  # fmt: skip
+        margins.append(beta * ((pol[0] - ref[0]) - (pol[1] - ref[1])))
+    if not margins:
+        return {}
+    losses = [math.log1p(math.exp(-m)) if m > -30 else -m for m in margins]
+    return {
+        "reward_accuracy": sum(m > 0 for m in margins) / len(margins),
+        "reward_margin": sum(margins) / len(margins),
+        "dpo_loss": sum(losses) / len(losses),
+    }
+
+
+def generate(
+    model: Any, tokenizer: Any, messages: list[dict[str, str]], max_new_tokens: int
+) -> str:
+    """Greedy decoding, so before/after differ only by the weights."""
+    ids = tokenizer.apply_chat_template(
+        messages, tokenize=True, add_generation_prompt=True, return_dict=True, return_tensors="pt"
+    )
+    out = model.generate(
+        **ids,
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    text: str = tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
+    return text.strip()
+
+
+def _prompts(
+    fixed: list[str], validation: list[dict[str, Any]], n: int
+) -> Iterator[tuple[list[dict[str, str]], str | None]]:
+    for text in fixed:
+        yield [{"role": "user", "content": text}], None
+    for row in validation[: max(0, n)]:
+        if "messages" in row:
+            msgs = row["messages"]
+            last_user = max(i for i, m in enumerate(msgs) if m["role"] == "user")
+            reference = msgs[last_user + 1]["content"] if last_user + 1 < len(msgs) else None
+            yield msgs[: last_user + 1], reference
+        elif "prompt" in row:
+            yield row["prompt"], row["chosen"][-1]["content"]
+
+
+def parse_json_object(text: str) -> dict[str, Any] | None:
+    """The first JSON object in a generation, or None."""
+    match = _JSON_OBJECT.search(text)
+    if not match:
+        return None
+    try:
+        value = json.loads(match.group(0))
+    except json.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def json_metrics(samples: list[dict[str, Any]], field: str) -> dict[str, float | int | None]:
+    """JSON validity rate and Pearson/Spearman of ``field`` against the references'."""
+    from scipy import stats
+
+    valid, pairs = 0, []
+    for sample in samples:
+        parsed = parse_json_object(sample["after"])
+        if parsed is None:
+            continue
+        valid += 1
+        ref = parse_json_object(sample.get("reference") or "")
+        try:
+            pairs.append((float(parsed[field]), float(ref[field])))  # type: ignore[index]
+        except (KeyError, TypeError, ValueError):
+            continue
+    out: dict[str, float | int | None] = {
+        "json_valid_rate": valid / len(samples) if samples else 0.0,
+        "json_scored": len(pairs),
+        "pearson": None,
+        "spearman": None,
+    }
+    if len(pairs) >= 3 and len({p for p, _ in pairs}) > 1 and len({r for _, r in pairs}) > 1:
+        xs, ys = zip(*pairs, strict=True)
+        out["pearson"] = float(stats.pearsonr(xs, ys).statistic)
+        out["spearman"] = float(stats.spearmanr(xs, ys).statistic)
+    return out

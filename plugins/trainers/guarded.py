@@ -1,0 +1,100 @@
+"""The memory guard inside trl's trainers: every micro-batch runs through the guard.
+
+``GuardedMixin.training_step`` mirrors ``transformers.Trainer.training_step`` but hands
+forward+backward to ``MemoryGuard.run_micro_batch``, which cuts the micro-batch into
+chunks (each chunk's loss scaled by its share of rows, so the gradient is the unsplit
+one) and on an out-of-memory error restores the gradients and retries the same
+micro-batch in smaller chunks: no optimizer step is lost and the effective batch holds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING, Any
+
+from hwkit.plugins.trainers.metrics import TokenCounter
+
+if TYPE_CHECKING:
+    import torch
+
+    from hwkit.allocator import MemoryGuard
+
+
+class GuardedMixin:
+    """Mixed in before a trl trainer class; set ``hwkit_guard`` and ``hwkit_tokens``."""
+
+    hwkit_guard: MemoryGuard | None = None
+    hwkit_tokens: TokenCounter | None = None
+    # DPO batches are [chosen; rejected]: split by pairs, never one half without the other.
+    hwkit_paired_rows: bool = False
+
+    def training_step(
+        self, model: Any, inputs: dict[str, Any], num_items_in_batch: Any = None
+    ) -> torch.Tensor:
+        trainer: Any = self
+        guard = self.hwkit_guard
+        if guard is None:
+            if self.hwkit_tokens is not None:
+                self.hwkit_tokens.add(inputs)
+            return super().training_step(model, inputs, num_items_in_batch)  # type: ignore[misc]
+        model.train()
+        if hasattr(trainer.optimizer, "train") and callable(trainer.optimizer.train):
+            trainer.optimizer.train()
+        inputs = trainer._prepare_inputs(inputs)
+        if self.hwkit_tokens is not None:
+            self.hwkit_tokens.add(inputs)
+        if trainer.loss_is_scaled_for_ga is not None:
+            scaled_for_ga = bool(trainer.loss_is_scaled_for_ga)
+        else:
+            scaled_for_ga = (
+                trainer.model_accepts_loss_kwargs and num_items_in_batch is not None
+            ) or trainer.compute_loss_func is not None
+        offload = getattr(trainer, "maybe_activation_offload_context", None)
+
+        def step(chunk: dict[str, Any], scale: float) -> torch.Tensor:
+            if self.hwkit_paired_rows:
+                chunk = _unpair(chunk)
+            with offload if offload is not None else contextlib.nullcontext():
+                with trainer.compute_loss_context_manager():
+                    loss = trainer.compute_loss(model, chunk, num_items_in_batch=num_items_in_batch)
+                if trainer.args.n_gpu > 1:
+                    loss = loss.mean()
+                if not scaled_for_ga:
+                    # a mean over the chunk: weight it by the chunk's share of the micro-batch
+                    loss = loss / trainer.current_gradient_accumulation_steps * scale
+                trainer.accelerator.backward(loss)
+            return loss.detach()
+
+        batch = _pair(inputs) if self.hwkit_paired_rows else inputs
+        return guard.run_micro_batch(batch, step, model.parameters())
+
+
+def _pair(inputs: dict[str, Any]) -> dict[str, Any]:
+    """[chosen(B); rejected(B)] rows -> (B, 2, ...) so splitting keeps pairs together."""
+    import torch
+
+    rows = next(v.shape[0] for v in inputs.values() if isinstance(v, torch.Tensor) and v.dim())
+    out: dict[str, Any] = {}
+    for key, value in inputs.items():
+        if (
+            isinstance(value, torch.Tensor)
+            and value.dim()
+            and value.shape[0] == rows
+            and rows % 2 == 0
+        ):
+            out[key] = value.view(2, rows // 2, *value.shape[1:]).transpose(0, 1)
+        else:
+            out[key] = value
+    return out
+
+
+def _unpair(chunk: dict[str, Any]) -> dict[str, Any]:
+    import torch
+
+    out: dict[str, Any] = {}
+    for key, value in chunk.items():
+        if isinstance(value, torch.Tensor) and value.dim() >= 2 and value.shape[1] == 2:
+            out[key] = value.transpose(0, 1).reshape(-1, *value.shape[2:])
+        else:
+            out[key] = value
+    return out

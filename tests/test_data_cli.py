@@ -1,0 +1,118 @@
+"""``hwkit data check|prepare`` through the real CLI app."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hwkit import log
+from hwkit.cli import app
+from hwkit.errors import ConfigError
+from hwkit.plugins.data import EXIT_NOT_READY
+from hwkit.plugins.data.samples import PERSONA_QUERY, persona_sample_path
+from typer.testing import CliRunner
+
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def _rebind_log_stream() -> Iterator[None]:
+    """The CLI callback configures structlog while CliRunner has swapped sys.stderr; bind it
+    back to the live stream afterwards so later tests do not log to a closed file."""
+    yield
+    log.configure()
+
+
+def test_check_ready_sample_prints_the_table() -> None:
+    result = runner.invoke(app, ["data", "check", str(persona_sample_path())])
+    assert result.exit_code == 0, result.output
+    assert "words per answer (mean)" in result.stdout and "ready: 73 answers" in result.stdout
+
+
+def test_check_not_ready_exits_7_with_json(shared_data: Path, tmp_path: Path) -> None:
+    rejects = tmp_path / "rejects.jsonl"
+    result = runner.invoke(app, ["data", "check", str(shared_data / "sft" / "alpaca_1k.json"),
+                                 "--json", "--rejects", str(rejects)])
+    assert result.exit_code == EXIT_NOT_READY == 7
+    report = json.loads(result.stdout)
+    assert report["ready"] is False and report["rows_in"] == 1000
+    assert [c["name"] for c in report["checks"] if not c["met"]] == ["categories"]
+    assert report["rows_in"] == report["rows_kept"] + report["rows_rejected"]
+    assert rejects.exists() and report["rejects_path"] == str(rejects)
+    relaxed = runner.invoke(app, ["data", "check", str(shared_data / "sft" / "alpaca_1k.json"),
+                                  "--min-categories", "0"])
+    assert relaxed.exit_code == 0, relaxed.output
+
+
+def test_sample_then_prepare_writes_all_files_from_sqlite(tmp_path: Path) -> None:
+    sample = runner.invoke(app, ["data", "sample", "--sqlite", str(tmp_path / "p.db"), "--json"])
+    assert sample.exit_code == 0, sample.output
+    info = json.loads(sample.stdout)
+    assert info["jsonl"] == str(persona_sample_path()) and info["query"] == PERSONA_QUERY
+    out = tmp_path / "prepared"
+    result = runner.invoke(app, ["data", "prepare", info["sqlite_url"], "--query", info["query"],
+                                 "--out", str(out), "--system-prompt", "You are Tomas.", "--json"])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == [
+        "rejects.jsonl", "report.json", "train.jsonl", "validation.jsonl"]
+    report = json.loads((out / "report.json").read_text())
+    assert report == {k: v for k, v in json.loads(result.stdout).items() if k != "files"}
+    train = [json.loads(x) for x in (out / "train.jsonl").read_text().splitlines()]
+    val = [json.loads(x) for x in (out / "validation.jsonl").read_text().splitlines()]
+    assert len(train) == report["train"] and len(val) == report["validation"] > 0
+    assert train[0]["messages"][0] == {"role": "system", "content": "You are Tomas."}
+    assert (out / "rejects.jsonl").read_text() == ""
+
+
+def test_toml_config_with_relative_source_and_overrides(tmp_path: Path) -> None:
+    rows = [json.loads(x) for x in persona_sample_path().read_text().splitlines()][:12]
+    rows.append({"question": "Empty?", "answer": "", "category": "x"})
+    (tmp_path / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = tmp_path / "train.toml"
+    cfg.write_text('[data]\nsource = "rows.jsonl"\nvalidation_fraction = 0.25\n'
+                   "[data.thresholds]\nmin_answers = 10\nmin_total_words = 500\n")
+    out = tmp_path / "out"
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    cwd = os.getcwd()
+    os.chdir(elsewhere)
+    try:
+        result = runner.invoke(app, ["data", "prepare", str(cfg), "--out", str(out),
+                                     "--min-categories", "2", "--require-ready"])
+    finally:
+        os.chdir(cwd)
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["thresholds"] == {"min_answers": 10, "min_words_per_answer": 30.0,
+                                    "min_categories": 2, "min_total_words": 500}
+    assert report["validation"] == 3 and report["rejected_by_reason"] == {"empty_answer": 1}
+    reject = json.loads((out / "rejects.jsonl").read_text())
+    assert reject["line"] == 13 and reject["reason"] == "empty_answer"
+
+
+def test_bad_config_field_is_one_line_naming_file_and_field(tmp_path: Path) -> None:
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text('[data]\nsource = "x.jsonl"\nvalidation_fraction = "lots"\n')
+    result = runner.invoke(app, ["data", "check", str(cfg)])
+    assert isinstance(result.exception, ConfigError)
+    line = result.exception.one_line()
+    assert str(cfg) in line and "data.validation_fraction" in line and "\n" not in line
+
+
+def test_entry_point_prints_one_line_and_exit_code_for_unreachable_db() -> None:
+    env = {**os.environ, "HWKIT_LOG_LEVEL": "ERROR"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "hwkit", "data", "check",
+         "postgresql://scorer:hunter2-secret@127.0.0.1:9/profiles", "--query", "SELECT 1"],
+        capture_output=True, text=True, timeout=60, env=env,
+    )
+    assert proc.returncode == 6
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: cannot reach database")
+    assert "127.0.0.1" in lines[0] and "profiles" in lines[0]
+    assert "hunter2-secret" not in proc.stderr + proc.stdout
