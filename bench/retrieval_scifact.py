@@ -47,7 +47,9 @@ class PlainBM25s(Retriever):
         self.ids = [d.id for d in docs]
         self.bm = bm25s.BM25()
         self.bm.index(
-            bm25s.tokenize([f"{d.title} {d.text}" for d in docs], stopwords="en", show_progress=False),
+            bm25s.tokenize(
+                [f"{d.title} {d.text}" for d in docs], stopwords="en", show_progress=False
+            ),
             show_progress=False,
         )
 
@@ -74,11 +76,17 @@ class PlainBM25s(Retriever):
 
 def row(name: str, retriever: Retriever, data: Any, build_s: float | None) -> dict[str, Any]:
     res = evaluate_retriever(retriever, data.queries, data.qrels, k=100)
-    out = {"retriever": name, **res.metrics, "p50_ms": res.latency_ms["p50"], "p95_ms": res.latency_ms["p95"]}
+    out = {
+        "retriever": name,
+        **res.metrics,
+        "p50_ms": res.latency_ms["p50"],
+        "p95_ms": res.latency_ms["p95"],
+    }
     out["build_s"] = build_s
     print(
         f"{name:<26} {res.metrics['ndcg@10']:.4f}   {res.metrics['recall@100']:.4f}   "
-        f"{res.metrics['mrr@10']:.4f}   {res.latency_ms['p50']:7.2f}  {res.latency_ms['p95']:7.2f}  "
+        f"{res.metrics['mrr@10']:.4f}   "
+        f"{res.latency_ms['p50']:7.2f}  {res.latency_ms['p95']:7.2f}  "
         + (f"{build_s:7.1f}" if build_s is not None else "      -"),
         flush=True,
     )
@@ -97,12 +105,17 @@ def tune_alpha(hybrid: HybridRetriever, data_dir: Path) -> tuple[float, list[dic
     print("\nalpha tuning on TRAIN qrels (convex combination)")
     for alpha in np.round(np.arange(0.0, 1.0001, 0.05), 2):
         run = {
-            q: {h.id: h.score for h in hybrid.fuse(lex, v, 100, alpha=float(alpha), fusion="convex")}
+            q: {
+                h.id: h.score for h in hybrid.fuse(lex, v, 100, alpha=float(alpha), fusion="convex")
+            }
             for q, lex, v in zip(qids, lexical, qvecs, strict=True)
         }
         m = score_run(train, run)
         table.append({"fusion": "convex", "alpha": float(alpha), **m})
-        print(f"  alpha={alpha:.2f}  nDCG@10={m['ndcg@10']:.4f}  R@100={m['recall@100']:.4f}", flush=True)
+        print(
+            f"  alpha={alpha:.2f}  nDCG@10={m['ndcg@10']:.4f}  R@100={m['recall@100']:.4f}",
+            flush=True,
+        )
         best = max(best, (m["ndcg@10"], float(alpha)))
     saved_k = hybrid.rrf_k
     for k in (1.0, 10.0, 60.0, 100.0):
@@ -113,21 +126,34 @@ def tune_alpha(hybrid: HybridRetriever, data_dir: Path) -> tuple[float, list[dic
         }
         m = score_run(train, run)
         table.append({"fusion": "rrf", "k": k, **m})
-        print(f"  rrf k={k:<5}  nDCG@10={m['ndcg@10']:.4f}  R@100={m['recall@100']:.4f}", flush=True)
+        print(
+            f"  rrf k={k:<5}  nDCG@10={m['ndcg@10']:.4f}  R@100={m['recall@100']:.4f}", flush=True
+        )
     hybrid.rrf_k = saved_k
     print(f"best alpha on train: {best[1]:.2f} (nDCG@10 {best[0]:.4f})")
     return best[1], table
 
 
 def main(argv: list[str] | None = None) -> int:
-    default_data = Path(os.environ.get("HWKIT_SHARED_DATA", REPO.parent / "shared" / "data")) / "scifact"
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    default_data = (
+        Path(os.environ.get("HWKIT_SHARED_DATA", REPO.parent / "shared" / "data")) / "scifact"
+    )
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--data", type=Path, default=default_data)
     ap.add_argument("--embedder", default="torch", help="torch or openvino")
-    ap.add_argument("--model", default=None, help="embedding model directory (default all-MiniLM-L6-v2)")
+    ap.add_argument(
+        "--model", default=None, help="embedding model directory (default all-MiniLM-L6-v2)"
+    )
     ap.add_argument("--finetuned", type=Path, default=None, help="a fine-tuned embedder directory")
-    ap.add_argument("--index", type=Path, default=None, help="load this hybrid index, or build and save it here")
+    ap.add_argument(
+        "--index", type=Path, default=None, help="load this hybrid index, or build and save it here"
+    )
     ap.add_argument("--tune-alpha", action="store_true")
+    ap.add_argument(
+        "--tune-only", action="store_true", help="with --index: only run the train tuning"
+    )
     ap.add_argument("--alpha", type=float, default=None, help="override the hybrid alpha")
     ap.add_argument("--json", type=Path, default=None, help="write the rows as JSON here")
     args = ap.parse_args(argv)
@@ -135,8 +161,11 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     data = load_beir(args.data, "test")
-    print(f"SciFact: {len(data.corpus)} docs, {len(data.qrels)} test queries; torch threads {torch.get_num_threads()}, "
-          f"cpus {os.cpu_count()}, load avg {os.getloadavg()[0]:.1f}")
+    print(
+        f"SciFact: {len(data.corpus)} docs, {len(data.qrels)} test queries; "
+        f"torch threads {torch.get_num_threads()}, "
+        f"cpus {os.cpu_count()}, load avg {os.getloadavg()[0]:.1f}"
+    )
     embedder = make_embedder(args.embedder, args.model)
 
     build: dict[str, float] = {}
@@ -157,6 +186,11 @@ def main(argv: list[str] | None = None) -> int:
             build["save_s"] = time.perf_counter() - t0
     if args.alpha is not None:
         hybrid.alpha = args.alpha
+    if args.tune_only:
+        best, table = tune_alpha(hybrid, args.data)
+        if args.json:
+            args.json.write_text(json.dumps({"alpha_tuning": {"best": best, "table": table}}))
+        return 0
 
     rows = []
     print(f"\n{'retriever':<26} nDCG@10  R@100    MRR@10   p50 ms   p95 ms  build s")

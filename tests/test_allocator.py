@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from hwkit.allocator import Job, ModelSpec, Settings, candidates, estimate, plan
 from hwkit.allocator.spec import CONFIG_DIR, shipped_names
 from hwkit.errors import ConfigError, NoFitError, NotFoundError, UsageError
@@ -17,7 +18,9 @@ from hwkit.testing import MockDevice
 PROFILES = load_plugins().profiles
 LLAMA8B = ModelSpec.from_pretrained("meta-llama/Llama-3.1-8B-Instruct")
 SMOL = ModelSpec.from_pretrained("smollm2-135m")
-HOST = 64 * 1024**3  # a fixed host for shared-memory profiles, so results do not depend on this machine
+HOST = (
+    64 * 1024**3
+)  # a fixed host for shared-memory profiles, so results do not depend on this machine
 
 
 def mock(name: str) -> MockDevice:
@@ -25,7 +28,12 @@ def mock(name: str) -> MockDevice:
 
 
 def lora_job(**kw: object) -> Job:
-    args: dict[str, object] = {"kind": "sft", "seq_len": 1024, "effective_batch": 16, "lora_rank": 16}
+    args: dict[str, object] = {
+        "kind": "sft",
+        "seq_len": 1024,
+        "effective_batch": 16,
+        "lora_rank": 16,
+    }
     args.update(kw)
     return Job(model=LLAMA8B, **args)  # type: ignore[arg-type]
 
@@ -95,9 +103,10 @@ def test_dpo_needs_more_than_sft() -> None:
     assert estimate(dpo, settings).total > estimate(sft, settings).total
     assert estimate(dpo, settings).activations == 2 * estimate(sft, settings).activations
     device = mock("rtx5090")
-    assert plan(lora_job(kind="dpo"), devices=[device]).micro_batch <= plan(
-        lora_job(), devices=[device]
-    ).micro_batch
+    assert (
+        plan(lora_job(kind="dpo"), devices=[device]).micro_batch
+        <= plan(lora_job(), devices=[device]).micro_batch
+    )
 
 
 def test_pressure_shrinks_the_budget_and_the_plan() -> None:
@@ -119,7 +128,9 @@ def test_pressure_shrinks_the_budget_and_the_plan() -> None:
 def test_two_jobs_share_one_device() -> None:
     device = mock("rtx5090")
     job = Job("sft", SMOL, seq_len=1024, effective_batch=64)
-    first = plan(Job("sft", SMOL, seq_len=1024, effective_batch=64, micro_batch=4), devices=[device])
+    first = plan(
+        Job("sft", SMOL, seq_len=1024, effective_batch=64, micro_batch=4), devices=[device]
+    )
     alone = plan(job, devices=[device])
     second = plan(job, devices=[device], reserved={device.id: first.estimate.total})
     assert second.micro_batch < alone.micro_batch
@@ -170,7 +181,7 @@ def test_refusal_names_the_nearest_plan_that_fits() -> None:
 
 
 def test_bad_inputs_are_one_line_errors(tmp_path: Path) -> None:
-    with pytest.raises(NotFoundError, match="has no config.json"):
+    with pytest.raises(NotFoundError, match=r"has no config\.json"):
         ModelSpec.from_pretrained(tmp_path)
     with pytest.raises(UsageError, match="exceeds smollm2-135m's limit of 8192"):
         Job("sft", SMOL, seq_len=9000)
@@ -192,7 +203,9 @@ def test_bad_inputs_are_one_line_errors(tmp_path: Path) -> None:
         ModelSpec.from_pretrained(broken.parent)
 
 
-def run_cli(args: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+def run_cli(
+    args: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> tuple[int, str, str]:
     from hwkit.cli import main
 
     monkeypatch.setattr(sys, "argv", ["hwkit", *args])
@@ -207,14 +220,28 @@ def test_cli_plan_json_and_errors(
 ) -> None:
     monkeypatch.setenv("COLUMNS", "200")
     code, out, _ = run_cli(
-        ["plan", "dpo", "--model", "llama-3.1-8b", "--seq-len", "1024", "--effective-batch", "8",
-         "--profile", "h200", "--json"],
-        monkeypatch, capsys,
+        [
+            "plan",
+            "dpo",
+            "--model",
+            "llama-3.1-8b",
+            "--seq-len",
+            "1024",
+            "--effective-batch",
+            "8",
+            "--profile",
+            "h200",
+            "--json",
+        ],
+        monkeypatch,
+        capsys,
     )
     data = json.loads(out)
     assert code == 0 and data["profile"] == "h200" and data["present"] is False
     assert data["estimate"]["total"] <= data["budget"] and data["effective_batch"] == 8
-    code, out, _ = run_cli(["plan", "sft", "-m", "smollm2-135m", "--profile", "t4"], monkeypatch, capsys)
+    code, out, _ = run_cli(
+        ["plan", "sft", "-m", "smollm2-135m", "--profile", "t4"], monkeypatch, capsys
+    )
     assert code == 0 and "NOT PRESENT" in out and "float16" in out and "logits" in out
     cases = [
         (["plan", "sft", "-m", str(tmp_path)], 4, "has no config.json"),

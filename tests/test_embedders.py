@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from hwkit.errors import NotFoundError, UsageError
 from hwkit.plugins.embedders import default_model_path, load_embedder
 from hwkit.plugins.embedders.openvino_embedder import OpenVINOEmbedder
@@ -120,9 +121,9 @@ def test_bad_input() -> None:
     empty = emb.embed([])
     assert empty.shape == (0, emb.dim) and empty.dtype == np.float32
     with pytest.raises(UsageError, match="single string"):
-        emb.embed("not a list")  # type: ignore[arg-type]
+        emb.embed("not a list")
     with pytest.raises(UsageError, match="kind"):
-        emb.embed(["x"], kind="passage")  # type: ignore[arg-type]
+        emb.embed(["x"], kind="passage")
 
 
 def test_missing_model_dir_is_one_line_not_found(tmp_path: Path) -> None:
@@ -189,6 +190,7 @@ def test_openvino_int8_is_close_to_fp32(
 
 def test_unavailable_openvino_device_names_what_exists(ov_cache: Path) -> None:
     import openvino as ov
+
     from hwkit.errors import UnavailableError
 
     if any(d.startswith("NPU") for d in ov.Core().available_devices):

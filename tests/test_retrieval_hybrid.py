@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Sequence
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -33,12 +34,20 @@ class CachingEmbedder(Embedder):
         self.model_path = inner.model_path  # type: ignore[attr-defined]
         self.cache: dict[tuple[str, str], np.ndarray] = {}
 
-    def embed(self, texts: Sequence[str], *, kind: TextKind = "document", batch_size: int | None = None) -> np.ndarray:
+    def embed(
+        self, texts: Sequence[str], *, kind: TextKind = "document", batch_size: int | None = None
+    ) -> np.ndarray:
         todo = [t for t in dict.fromkeys(texts) if (kind, t) not in self.cache]
         if todo:
-            for t, v in zip(todo, self.inner.embed(todo, kind=kind, batch_size=batch_size), strict=True):
+            for t, v in zip(
+                todo, self.inner.embed(todo, kind=kind, batch_size=batch_size), strict=True
+            ):
                 self.cache[(kind, t)] = v
-        return np.stack([self.cache[(kind, t)] for t in texts]) if texts else np.zeros((0, self.dim), np.float32)
+        return (
+            np.stack([self.cache[(kind, t)] for t in texts])
+            if texts
+            else np.zeros((0, self.dim), np.float32)
+        )
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +103,9 @@ def test_alpha_extremes_reproduce_each_side(hybrid: HybridRetriever, subset: tup
         bm25_hits = hybrid.bm25.search(text, 10)
         scores = [h.score for h in bm25_hits]
         if len(set(scores)) == len(scores):  # ties may order either way
-            assert [h.id for h in hybrid.fuse(lexical, qvec, 10, alpha=0.0)] == [h.id for h in bm25_hits]
+            assert [h.id for h in hybrid.fuse(lexical, qvec, 10, alpha=0.0)] == [
+                h.id for h in bm25_hits
+            ]
 
 
 def test_fusion_functions() -> None:
@@ -129,7 +140,7 @@ def test_long_query_is_truncated_not_refused(hybrid: HybridRetriever) -> None:
     long_query = " ".join(["stem cells regenerate damaged cardiac tissue"] * 600)  # ~3,600 words
     hits = hybrid.search(long_query, 10)
     assert len(hits) == 10
-    assert all(a.score >= b.score for a, b in zip(hits, hits[1:], strict=False))
+    assert all(a.score >= b.score for a, b in pairwise(hits))
 
 
 def test_hnsw_above_threshold_matches_exact(
@@ -147,14 +158,18 @@ def test_hnsw_above_threshold_matches_exact(
     assert (tmp_path / "ann" / "hnsw.faiss").is_file()
     again = DenseRetriever.load(tmp_path / "ann", embedder=embedder)
     text = next(iter(subset[1].values()))
-    assert again.uses_ann and [h.id for h in again.search(text, 10)] == [h.id for h in ann.search(text, 10)]
+    assert again.uses_ann and [h.id for h in again.search(text, 10)] == [
+        h.id for h in ann.search(text, 10)
+    ]
 
 
 def test_milvus_lite_matches_exact_dense(
     tmp_path: Path, subset: tuple, embedder: CachingEmbedder, hybrid: HybridRetriever
 ) -> None:
     pytest.importorskip("pymilvus", reason="pymilvus not installed (pip install 'hwkit[milvus]')")
-    pytest.importorskip("milvus_lite", reason="milvus-lite not installed (pip install 'hwkit[milvus]')")
+    pytest.importorskip(
+        "milvus_lite", reason="milvus-lite not installed (pip install 'hwkit[milvus]')"
+    )
     from hwkit.plugins.retrievers.milvus_store import MilvusRetriever
 
     docs = subset[0]
@@ -168,7 +183,9 @@ def test_milvus_lite_matches_exact_dense(
         assert [h.id for h in store.search(text, 10)] == exact
     store.save(tmp_path / "idx")
     loaded = MilvusRetriever.load(tmp_path / "idx", embedder=embedder)
-    assert [h.id for h in loaded.search(queries[0], 5)] == [h.id for h in store.search(queries[0], 5)]
+    assert [h.id for h in loaded.search(queries[0], 5)] == [
+        h.id for h in store.search(queries[0], 5)
+    ]
 
 
 def test_unreachable_milvus_is_one_line_error(embedder: CachingEmbedder) -> None:
@@ -176,6 +193,8 @@ def test_unreachable_milvus_is_one_line_error(embedder: CachingEmbedder) -> None
     from hwkit.plugins.retrievers.milvus_store import MilvusRetriever
 
     store = MilvusRetriever(embedder, uri="http://127.0.0.1:1", timeout=2)
-    with pytest.raises(UnavailableError, match=r"cannot reach Milvus at http://127\.0\.0\.1:1") as exc:
+    with pytest.raises(
+        UnavailableError, match=r"cannot reach Milvus at http://127\.0\.0\.1:1"
+    ) as exc:
         store.index([Document("a", "text")])
     assert "\n" not in exc.value.one_line()

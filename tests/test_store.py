@@ -49,7 +49,9 @@ class CountingEmbedder(Embedder):
         self.model_path = inner.model_path  # type: ignore[attr-defined]
         self.document_texts = 0
 
-    def embed(self, texts: Sequence[str], *, kind: TextKind = "document", batch_size: int | None = None) -> np.ndarray:
+    def embed(
+        self, texts: Sequence[str], *, kind: TextKind = "document", batch_size: int | None = None
+    ) -> np.ndarray:
         if kind == "document":
             self.document_texts += len(texts)
         return self.inner.embed(texts, kind=kind, batch_size=batch_size)
@@ -77,7 +79,9 @@ def test_bm25_round_trip_same_results(tmp_path: Path, corpus: list[Document]) ->
         assert _ids(a) == _ids(b) and len(a) > 0
         assert np.allclose([h.score for h in a], [h.score for h in b])
     m = read_manifest(tmp_path / "idx")
-    assert m.format_version == FORMAT_VERSION and m.retriever == "bm25" and m.doc_count == len(corpus)
+    assert (
+        m.format_version == FORMAT_VERSION and m.retriever == "bm25" and m.doc_count == len(corpus)
+    )
     assert "docs.jsonl" in m.files and any(f.startswith("bm25/") for f in m.files)
     # open_index dispatches on the manifest through the plugin registry
     assert _ids(open_index(tmp_path / "idx").search(QUERIES[0], 5)) == _ids(r.search(QUERIES[0], 5))
@@ -125,7 +129,9 @@ def test_failed_build_keeps_previous_index(tmp_path: Path, corpus: list[Document
     table = DocTable()
     table.extend(corpus[100:200])
     with pytest.raises(OSError, match="disk full"):
-        write_index(tmp_path / "idx", retriever="bm25", options={}, docs=table, write_parts=failing_writer)
+        write_index(
+            tmp_path / "idx", retriever="bm25", options={}, docs=table, write_parts=failing_writer
+        )
     again = BM25Retriever.load(tmp_path / "idx")
     assert len(again) == 100 and _ids(again.search(QUERIES[0], 10)) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["idx"]  # no temp dir left behind
@@ -157,11 +163,15 @@ def test_empty_corpus_and_textless_documents(tmp_path: Path) -> None:
         BM25Retriever().index([])
     with pytest.raises(UsageError, match=r"empty corpus.*2 rejected"):
         BM25Retriever().index([Document("a", ""), Document("b", "   ", "")])
-    kept, rejects = check_documents([Document("a", "text"), Document("b", ""), Document("c", "", "title only")])
+    kept, rejects = check_documents(
+        [Document("a", "text"), Document("b", ""), Document("c", "", "title only")]
+    )
     assert [d.id for d in kept] == ["a", "c"] and [r.row["_id"] for r in rejects] == ["b"]
 
     bad = tmp_path / "corpus.jsonl"
-    bad.write_text('{"_id": "1", "text": "one"}\n{"_id": "2", "text": ""}\n{"_id": "1", "text": "dup"}\n')
+    bad.write_text(
+        '{"_id": "1", "text": "one"}\n{"_id": "2", "text": ""}\n{"_id": "1", "text": "dup"}\n'
+    )
     with pytest.raises(ConfigError, match=r"corpus\.jsonl:3: duplicate id '1' \(first on line 1\)"):
         read_corpus(bad)
     bad.write_text('{"_id": "1", "text": "one"}\n{"_id": "2", "text": "two"\n')

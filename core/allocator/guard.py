@@ -9,6 +9,7 @@ micro-batch in smaller chunks, so no step is lost.
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -115,7 +116,9 @@ class MemoryGuard:
         if self._thread is None:
             self._stop.clear()
             self.sample()
-            self._thread = threading.Thread(target=self._run, name="hwkit-memory-guard", daemon=True)
+            self._thread = threading.Thread(
+                target=self._run, name="hwkit-memory-guard", daemon=True
+            )
             self._thread.start()
         return self
 
@@ -146,7 +149,9 @@ class MemoryGuard:
             detail=detail,
         )
         self.decisions.append(decision)
-        log.warning("memory guard: halving micro-batch", device=self.device.id, **decision.to_dict())
+        log.warning(
+            "memory guard: halving micro-batch", device=self.device.id, **decision.to_dict()
+        )
         return decision
 
     def at_step_boundary(self) -> bool:
@@ -157,7 +162,7 @@ class MemoryGuard:
         snap = self.sample()
         with self._lock:
             pressure = max(self._window_peak, snap.pressure)
-            self._window_peak = snap.pressure
+            self._window_peak = 0.0  # the next window starts at this boundary
         if pressure < self.pressure_threshold:
             return False
         if self.micro_batch <= 1:
@@ -252,7 +257,7 @@ def _split(
         return [(dict(inputs), rows)]
     bounds = [round(i * rows / parts) for i in range(parts + 1)]
     chunks = []
-    for start, end in zip(bounds, bounds[1:], strict=False):
+    for start, end in itertools.pairwise(bounds):
         if end <= start:
             continue
         chunk = {

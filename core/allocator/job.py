@@ -51,7 +51,9 @@ class Job:
                 f"effective batch {self.effective_batch} is invalid", hint="it must be at least 1"
             )
         if self.seq_len < 1:
-            raise UsageError(f"sequence length {self.seq_len} is invalid", hint="it must be at least 1")
+            raise UsageError(
+                f"sequence length {self.seq_len} is invalid", hint="it must be at least 1"
+            )
         if self.seq_len > self.model.max_positions:
             raise UsageError(
                 f"sequence length {self.seq_len} exceeds {self.model.name}'s limit of "
@@ -83,7 +85,8 @@ class Job:
             )
         if self.model.encoder and self.kind in {"sft", "dpo", "full", "generate"}:
             raise UsageError(
-                f"{self.model.name} is an encoder ({self.model.model_type}); it cannot run {self.kind}",
+                f"{self.model.name} is an encoder ({self.model.model_type}); "
+                f"it cannot run {self.kind}",
                 hint="use it for 'embed' or 'embedder-train'",
             )
 

@@ -24,6 +24,12 @@ QUANT_BYTES = {"nf4": 0.5 + 4 / 64, "int8": 1.0 + 4 / 4096}
 
 # Calibrated (docs/allocator.md): saved activations measured / counted tensor elements.
 ACTIVATION_SCALE = 1.0
+# Calibrated on CPU (docs/allocator.md): glibc keeps freed heap memory mapped, so when a
+# step frees whole layers of activations and allocates them again (checkpointing's
+# recomputation, DPO's no-grad reference pass) RSS exceeds the live tensors by this share
+# of the activations a non-checkpointed forward would save. With a fixed
+# MALLOC_MMAP_THRESHOLD_ the excess disappears (measured), so it is the allocator's.
+CPU_RETENTION = 0.55
 # Bytes per logit element at the peak of the loss's backward in float32: the logits the
 # caller keeps (trl keeps ``outputs``), the saved log-softmax, and the two gradients.
 LOGIT_BYTES_FP32 = 16.0
@@ -32,7 +38,7 @@ LOGIT_BYTES_FP32 = 16.0
 # torch + transformers + peft imported (measured RSS, docs/allocator.md); CUDA/XPU = the
 # driver context and library workspaces (cuBLAS, oneDNN), which allocator statistics miss.
 RUNTIME_OVERHEAD = {
-    "cpu": int(0.75 * GiB),
+    "cpu": 440_000_000,
     "cuda": int(1.0 * GiB),
     "xpu": int(1.0 * GiB),
     "npu": int(0.3 * GiB),
@@ -78,7 +84,9 @@ def _attention_square_bytes(spec: ModelSpec, seq_len: int, attention: str, dtype
     return 0
 
 
-def weight_bytes(spec: ModelSpec, dtype: str, quantization: str, *, master_fp32: bool = False) -> int:
+def weight_bytes(
+    spec: ModelSpec, dtype: str, quantization: str, *, master_fp32: bool = False
+) -> int:
     """Base weights: linear layers in the quantised format, the rest in ``dtype``."""
     dtype_b = 4 if master_fp32 else DTYPE_BYTES[dtype]
     linear = spec.num_layers * spec.layer_linear_params
@@ -96,6 +104,8 @@ def estimate(job: Job, settings: Settings) -> MemoryEstimate:
     tokens = rows * job.seq_len
     backend = settings.backend
     parts = dict.fromkeys(MemoryEstimate.model_fields, 0)
+    step_temporary = 0
+    retained = 0  # CPU heap kept after freed activations (see CPU_RETENTION)
 
     if job.kind in ("sft", "dpo"):
         assert job.lora_rank is not None
@@ -115,6 +125,8 @@ def estimate(job: Job, settings: Settings) -> MemoryEstimate:
         parts["weights"] = spec.param_count * param_b
         parts["gradients"] = spec.param_count * param_b
         parts["optimizer"] = spec.param_count * 2 * param_b  # AdamW moments in the param dtype
+        # AdamW's foreach step makes one parameter-sized temporary (measured on CPU)
+        step_temporary = spec.param_count * param_b
     else:
         parts["weights"] = weight_bytes(spec, settings.dtype, settings.quantization)
 
@@ -128,9 +140,13 @@ def estimate(job: Job, settings: Settings) -> MemoryEstimate:
         else:
             acts = spec.num_layers * (per_layer * tokens + square)
         acts += 2 * spec.hidden * dtype_b * tokens  # embeddings out, final norm
+        if backend == "cpu" and (settings.gradient_checkpointing or job.kind == "dpo"):
+            retained = int(CPU_RETENTION * spec.num_layers * per_layer * tokens)
         parts["activations"] = int(acts * ACTIVATION_SCALE)
         if not spec.encoder:
             logit_b = LOGIT_BYTES_FP32 if dtype_b == 4 else LOGIT_BYTES_FP32 - 4 + dtype_b
+            if job.kind == "dpo":
+                logit_b += 4  # log-probs of the shifted slice: its gradient is one more copy
             parts["logits"] = int(tokens * spec.vocab * logit_b)
         else:  # pooled embeddings and the in-batch similarity matrix
             parts["logits"] = rows * spec.hidden * 4 * 3 + rows * rows * 4 * 3
@@ -145,6 +161,12 @@ def estimate(job: Job, settings: Settings) -> MemoryEstimate:
         else:
             parts["logits"] = rows * spec.hidden * 4 * 2  # pooled, normalised vectors
 
+    # Two peaks: the start of backward (activations, logits) and the optimizer step (its
+    # temporaries, after activations are freed). Budget the larger; the excess of the
+    # step's peak is counted under "optimizer".
+    backward_peak = parts["activations"] + parts["logits"] + retained
+    parts["optimizer"] += max(0, step_temporary - backward_peak)
+    parts["overhead"] += retained
     frag = FRAGMENTATION.get(backend, 0.0)
     transient_parts = parts["activations"] + parts["logits"] + parts["kv_cache"]
     parts["overhead"] += RUNTIME_OVERHEAD.get(backend, RUNTIME_OVERHEAD["cuda"]) + int(

@@ -9,6 +9,7 @@ fit when nothing does.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -83,11 +84,10 @@ def candidates(
     plans = [p for _, p in fitting]
     if len(plans) > 1:
         order = ", ".join(f"{p.device} ({s:g})" for s, p in fitting)
-        plans[0].reasons["device"] = (
-            f"ranked first by fit and throughput score (TFLOPS x settings penalty): {order}"
+        plans[0].reasons["device"] += (
+            f"; ranked first by throughput score (TFLOPS x settings penalty): {order}"
         )
     for refusal in refusals:
-        plans[0].reasons.setdefault("device", "")
         plans[0].reasons["device"] += f"; {refusal}"
     best = plans[0]
     log.debug(
@@ -214,9 +214,7 @@ def _micro_batches(job: Job) -> list[int]:
     return sorted(sizes, reverse=True)
 
 
-def _largest_fit(
-    job: Job, base: Settings, budget: int
-) -> tuple[Settings, int] | None:
+def _largest_fit(job: Job, base: Settings, budget: int) -> tuple[Settings, int] | None:
     """Largest micro-batch that fits ``budget`` under ``base``; with its estimate total."""
     for mb in _micro_batches(job):
         settings = dataclasses.replace(base, micro_batch=mb)
@@ -232,8 +230,7 @@ def _attention(job: Job, target: Target, dtype: str) -> tuple[str, str]:
         return "sdpa", "flash-attention needs 16-bit inputs; sdpa in float32"
     if attention == "flash_attention_2":
         return attention, (
-            f"profile {target.profile.name} default (needs the flash-attn package; "
-            "sdpa otherwise)"
+            f"profile {target.profile.name} default (needs the flash-attn package; sdpa otherwise)"
         )
     return attention, f"profile {target.profile.name} default"
 
@@ -265,7 +262,10 @@ def plan_on(job: Job, target: Target, reserved: int = 0) -> Plan | str:
             continue
         settings, gc_reason = _pick_checkpointing(job, found)
         return _make_plan(
-            job, target, budget, settings,
+            job,
+            target,
+            budget,
+            settings,
             reasons={
                 "dtype": dtype_reason,
                 "attention": attention_reason,
@@ -327,7 +327,9 @@ def _make_plan(
     seq_reason = f"{job.seq_len} (model limit {job.model.max_positions})"
     if job.seq_len > profile.training.max_seq_len:
         seq_reason += f"; above profile {profile.name}'s usual {profile.training.max_seq_len}"
-    where = "present" if target.present else "NOT present here: planning for hardware you do not have"
+    where = (
+        "present" if target.present else "NOT present here: planning for hardware you do not have"
+    )
     reasons = {
         "device": f"{target.device.id} {target.device.name} (profile {profile.name}, {where})",
         **reasons,
@@ -335,6 +337,14 @@ def _make_plan(
         "grad_accum": f"{accum} = effective batch {job.effective_batch} / micro-batch {mb}",
         "max_seq_len": seq_reason,
         "budget": budget.reason,
+        **(
+            {
+                "lora_rank": f"{job.lora_rank} on q, k, v, o and MLP projections: "
+                f"{job.model.lora_params(job.lora_rank) / 1e6:.1f}M trainable parameters"
+            }
+            if job.lora_rank
+            else {}
+        ),
         "estimate": f"peak {gb(est.total)}, headroom {gb(budget.bytes - est.total)}",
     }
     return Plan(
@@ -345,7 +355,7 @@ def _make_plan(
         profile=profile.name,
         present=target.present,
         dtype=settings.dtype,
-        quantization=settings.quantization,  # type: ignore[arg-type]
+        quantization=settings.quantization,
         attention=settings.attention,
         micro_batch=mb,
         grad_accum=accum,
@@ -374,7 +384,9 @@ def _score(p: Plan, profile: HardwareProfile) -> float:
     value = next((v for m, v in figures.items() if m.startswith(short)), None)
     if value is None:
         value = max(figures.values(), default=1.0)
-    penalty = (0.75 if p.gradient_checkpointing else 1.0) * (0.7 if p.quantization != "none" else 1.0)
+    penalty = (0.75 if p.gradient_checkpointing else 1.0) * (
+        0.7 if p.quantization != "none" else 1.0
+    )
     return round(value * penalty, 3)
 
 
@@ -385,7 +397,10 @@ def _no_fit(
     refusals: list[str],
     reserved: int | Mapping[str, int] | None,
 ) -> NoFitError:
-    what = f"{job.model.name} {job.kind} at seq-len {job.seq_len}, effective batch {job.effective_batch}"
+    what = (
+        f"{job.model.name} {job.kind} at seq-len {job.seq_len}, "
+        f"effective batch {job.effective_batch}"
+    )
     nearest: list[tuple[str, Plan]] = []
     for label, variant in _variants(job):
         for target in targets:
@@ -402,7 +417,7 @@ def _no_fit(
     else:
         hint = "nothing smaller fits either: use a device with more memory"
     err = NoFitError(f"{what} does not fit: {detail}", hint=hint)
-    err.nearest = nearest[0][1] if nearest else None  # type: ignore[attr-defined]
+    err.nearest = nearest[0][1] if nearest else None
     return err
 
 
@@ -422,11 +437,12 @@ def _variants(job: Job) -> Iterator[tuple[str, Job]]:
                 continue
             seq_label = f"--seq-len {seq}" if seq != job.seq_len else ""
             label = " ".join(x for x in (quant_label, seq_label) if x)
-            yield label, dataclasses.replace(job, seq_len=seq, quantization=quant)  # type: ignore[arg-type]
+            yield label, dataclasses.replace(job, seq_len=seq, quantization=quant)
         seq //= 2
     if job.kind == "full":
-        yield "LoRA (sft) instead of full fine-tuning", dataclasses.replace(
-            job, kind="sft", lora_rank=8
+        yield (
+            "LoRA (sft) instead of full fine-tuning",
+            dataclasses.replace(job, kind="sft", lora_rank=8),
         )
     smaller = sorted(
         (s for s in _shipped_specs() if s.encoder == job.model.encoder),
@@ -441,9 +457,10 @@ def _variants(job: Job) -> Iterator[tuple[str, Job]]:
                 continue
 
 
-def _shipped_specs() -> list[ModelSpec]:
+@functools.cache
+def _shipped_specs() -> tuple[ModelSpec, ...]:
     seen: dict[str, ModelSpec] = {}
     for path in sorted(set(shipped_names().values())):
         name = path.stem.split("--", 1)[-1]
         seen[name] = ModelSpec.from_config_file(path, name=name)
-    return list(seen.values())
+    return tuple(seen.values())

@@ -21,7 +21,11 @@ CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
 _SHIPPED: dict[str, tuple[str, ...]] = {
     "meta-llama--Llama-3.1-8B-Instruct": ("meta-llama/Llama-3.1-8B", "llama-3.1-8b"),
     "meta-llama--Llama-3.2-1B-Instruct": ("meta-llama/Llama-3.2-1B", "llama-3.2-1b"),
-    "mistralai--Mistral-7B-Instruct-v0.3": ("mistralai/Mistral-7B-v0.3", "mistral-7b-v0.3", "mistral-7b"),
+    "mistralai--Mistral-7B-Instruct-v0.3": (
+        "mistralai/Mistral-7B-v0.3",
+        "mistral-7b-v0.3",
+        "mistral-7b",
+    ),
     "Qwen--Qwen2.5-7B-Instruct": ("Qwen/Qwen2.5-7B", "qwen2.5-7b"),
     "microsoft--phi-2": ("phi-2",),
     "HuggingFaceTB--SmolLM2-135M-Instruct": ("HuggingFaceTB/SmolLM2-135M", "smollm2-135m"),
@@ -136,7 +140,9 @@ class ModelSpec:
             head_dim=head_dim,
             vocab=need("vocab_size"),
             tied_embeddings=bool(data.get("tie_word_embeddings", encoder)),
-            max_positions=int(data.get("max_position_embeddings") or data.get("n_positions") or 2048),
+            max_positions=int(
+                data.get("max_position_embeddings") or data.get("n_positions") or 2048
+            ),
             encoder=encoder,
             source=source,
         )
@@ -194,7 +200,9 @@ class ModelSpec:
 
 
 def _aliases() -> list[str]:
-    return [stem.replace("--", "/") for stem in _SHIPPED] + [a for v in _SHIPPED.values() for a in v]
+    return [stem.replace("--", "/") for stem in _SHIPPED] + [
+        a for v in _SHIPPED.values() for a in v
+    ]
 
 
 def _hf_cache_config(repo_id: str) -> Path | None:

@@ -22,6 +22,8 @@ COMMAND_MODULES = [
     "hwkit.cli.profiles_cmd",
     "hwkit.cli.plugins_cmd",
     "hwkit.cli.plan",
+    "hwkit.cli.export",
+    "hwkit.cli.serve",
 ]
 
 app = typer.Typer(

@@ -49,10 +49,13 @@ def _render(p: Plan) -> None:
             f"{p.micro_batch} x {p.grad_accum} = {p.effective_batch}",
             f"{r.get('micro_batch', '')}; {r.get('grad_accum', '')}",
         ),
-        ("gradient checkpointing", "on" if p.gradient_checkpointing else "off",
-         r.get("gradient_checkpointing", "")),
+        (
+            "gradient checkpointing",
+            "on" if p.gradient_checkpointing else "off",
+            r.get("gradient_checkpointing", ""),
+        ),
         ("max sequence length", str(p.max_seq_len), r.get("max_seq_len", "")),
-        ("LoRA rank", "-" if p.lora_rank is None else str(p.lora_rank), ""),
+        ("LoRA rank", "-" if p.lora_rank is None else str(p.lora_rank), r.get("lora_rank", "")),
         ("budget", _gb(p.budget), r.get("budget", "")),
         ("estimated peak", _gb(p.estimate.total), r.get("estimate", "")),
         ("headroom", _gb(p.headroom), ""),
@@ -78,12 +81,15 @@ def plan_command(
         ..., "--model", "-m", help="Model directory, config.json, hub id or alias."
     ),
     seq_len: int = typer.Option(512, "--seq-len", help="Tokens per sequence."),
-    effective_batch: int = typer.Option(16, "--effective-batch", help="Examples per optimizer step."),
+    effective_batch: int = typer.Option(
+        16, "--effective-batch", help="Examples per optimizer step."
+    ),
     lora_rank: int = typer.Option(8, "--lora-rank", help="LoRA rank (sft, dpo)."),
     quantization: str = typer.Option("auto", "--quantization", help="auto, none, nf4 or int8."),
     micro_batch: int | None = typer.Option(None, "--micro-batch", help="Fix the micro-batch."),
     checkpointing: bool | None = typer.Option(
-        None, "--gradient-checkpointing/--no-gradient-checkpointing",
+        None,
+        "--gradient-checkpointing/--no-gradient-checkpointing",
         help="Force gradient checkpointing on or off (default: only when needed).",
     ),
     profile: str | None = typer.Option(
@@ -92,7 +98,7 @@ def plan_command(
     device: str | None = typer.Option(None, "--device", help="Plan on this detected device id."),
     as_json: bool = typer.Option(False, "--json", help="Print the plan as JSON."),
 ) -> None:
-    """Plan a job: device, dtype, quantization, micro-batch x accumulation, checkpointing, peak memory."""
+    """Plan a job: device, dtype, quantization, micro-batch x accumulation, checkpointing."""
     from hwkit.allocator import Job, ModelSpec, plan
     from hwkit.errors import UsageError
     from hwkit.runtime import Runtime
@@ -101,12 +107,12 @@ def plan_command(
         raise UsageError(f"job kind {kind!r} unknown", hint="use one of " + ", ".join(KINDS))
     spec = ModelSpec.from_pretrained(model)
     job = Job(
-        kind,  # type: ignore[arg-type]
+        kind,
         spec,
         seq_len=seq_len,
         effective_batch=effective_batch,
         lora_rank=lora_rank,
-        quantization=quantization,  # type: ignore[arg-type]
+        quantization=quantization,
         gradient_checkpointing=checkpointing,
         micro_batch=micro_batch,
     )

@@ -47,7 +47,10 @@ def _make_retriever(
         return cls(make_embedder(embedder, model), **kwargs)
     if name == "rerank":
         if not rerank_model:
-            raise UsageError("the rerank retriever needs --rerank-model PATH", hint="a local cross-encoder directory")
+            raise UsageError(
+                "the rerank retriever needs --rerank-model PATH",
+                hint="a local cross-encoder directory",
+            )
         return cls(rerank_model)
     return cls()
 
@@ -63,43 +66,63 @@ def build(
     corpus: Path = typer.Option(..., "--from", help="BEIR corpus.jsonl (_id, title, text)."),
     retriever: str = typer.Option("hybrid", "--retriever", "-r", help=RETRIEVER_HELP),
     embedder: str = typer.Option("torch", "--embedder", help="torch or openvino."),
-    model: str | None = typer.Option(None, "--model", help="Embedding model directory (default all-MiniLM-L6-v2)."),
-    rerank_model: str | None = typer.Option(None, "--rerank-model", help="Cross-encoder directory (rerank)."),
+    model: str | None = typer.Option(
+        None, "--model", help="Embedding model directory (default all-MiniLM-L6-v2)."
+    ),
+    rerank_model: str | None = typer.Option(
+        None, "--rerank-model", help="Cross-encoder directory (rerank)."
+    ),
     alpha: float | None = typer.Option(None, "--alpha", help="Hybrid dense weight in [0, 1]."),
     fusion: str | None = typer.Option(None, "--fusion", help="Hybrid fusion: convex or rrf."),
-    milvus_uri: str | None = typer.Option(None, "--milvus-uri", help="Milvus URI (milvus retriever)."),
+    milvus_uri: str | None = typer.Option(
+        None, "--milvus-uri", help="Milvus URI (milvus retriever)."
+    ),
     json_output: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
-    """Index a corpus; the previous index in DIRECTORY stays intact until the new one is complete."""
+    """Index a corpus; the old index survives until the new one is complete."""
     import time
 
     from hwkit.plugins.retrievers.documents import read_corpus
 
     docs, rejects = read_corpus(corpus)
     r = _make_retriever(
-        retriever, embedder=embedder, model=model, rerank_model=rerank_model,
-        alpha=alpha, fusion=fusion, milvus_uri=milvus_uri,
+        retriever,
+        embedder=embedder,
+        model=model,
+        rerank_model=rerank_model,
+        alpha=alpha,
+        fusion=fusion,
+        milvus_uri=milvus_uri,
     )
     t0 = time.perf_counter()
     r.index(docs)
     r.rejects = list(rejects) + list(r.rejects)
     r.save(directory)
     elapsed = time.perf_counter() - t0
-    info = {"index": str(directory), "retriever": retriever, "documents": len(r), "rejected": len(r.rejects),
-            "seconds": round(elapsed, 2)}
+    info = {
+        "index": str(directory),
+        "retriever": retriever,
+        "documents": len(r),
+        "rejected": len(r.rejects),
+        "seconds": round(elapsed, 2),
+    }
     if json_output:
         typer.echo(json.dumps(info))
         return
     msg = f"indexed {len(r)} documents with {retriever} into {directory} in {elapsed:.1f} s"
     if r.rejects:
-        msg += f"; {len(r.rejects)} rows rejected (no text), listed in {directory / 'rejects.jsonl'}"
+        msg += (
+            f"; {len(r.rejects)} rows rejected (no text), listed in {directory / 'rejects.jsonl'}"
+        )
     _console().print(msg)
 
 
 def add(
     directory: Path = typer.Argument(..., help="An existing index directory."),
     corpus: Path = typer.Option(..., "--from", help="BEIR corpus.jsonl with the new documents."),
-    model: str | None = typer.Option(None, "--model", help="Embedding model directory if it moved."),
+    model: str | None = typer.Option(
+        None, "--model", help="Embedding model directory if it moved."
+    ),
 ) -> None:
     """Add documents to an index; old documents are not re-embedded."""
     from hwkit.plugins.retrievers.documents import read_corpus
@@ -128,8 +151,13 @@ def info(
 
     m = read_manifest(directory, verify=True)
     data = {
-        "retriever": m.retriever, "format_version": m.format_version, "documents": m.doc_count,
-        "rejected": m.rejected, "embedder": m.embedder, "options": m.options, "files": len(m.files),
+        "retriever": m.retriever,
+        "format_version": m.format_version,
+        "documents": m.doc_count,
+        "rejected": m.rejected,
+        "embedder": m.embedder,
+        "options": m.options,
+        "files": len(m.files),
     }
     if json_output:
         typer.echo(json.dumps(data, indent=2))
@@ -154,7 +182,9 @@ def search(
     directory: Path = typer.Argument(..., help="An index directory."),
     query: str = typer.Argument(..., help="The query text."),
     k: int = typer.Option(10, "-k", "--top-k", min=1, help="Number of hits."),
-    model: str | None = typer.Option(None, "--model", help="Embedding model directory if it moved."),
+    model: str | None = typer.Option(
+        None, "--model", help="Embedding model directory if it moved."
+    ),
     json_output: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Search an index; prints id, score and the start of each document."""
@@ -189,7 +219,9 @@ def evaluate(
     ),
     embedder: str = typer.Option("torch", "--embedder", help="torch or openvino."),
     model: str | None = typer.Option(None, "--model", help="Embedding model directory."),
-    rerank_model: str | None = typer.Option(None, "--rerank-model", help="Cross-encoder directory (rerank)."),
+    rerank_model: str | None = typer.Option(
+        None, "--rerank-model", help="Cross-encoder directory (rerank)."
+    ),
     alpha: float | None = typer.Option(None, "--alpha", help="Hybrid dense weight in [0, 1]."),
     fusion: str | None = typer.Option(None, "--fusion", help="Hybrid fusion: convex or rrf."),
     json_output: bool = typer.Option(False, "--json", help="Machine-readable output."),
@@ -199,12 +231,23 @@ def evaluate(
 
     ds = load_beir(data, split)
     r = _make_retriever(
-        retriever, embedder=embedder, model=model, rerank_model=rerank_model, alpha=alpha, fusion=fusion
+        retriever,
+        embedder=embedder,
+        model=model,
+        rerank_model=rerank_model,
+        alpha=alpha,
+        fusion=fusion,
     )
     r.index(ds.corpus)
     result = evaluate_retriever(r, ds.queries, ds.qrels, ignore_identical_ids=ignore_identical_ids)
-    payload = {"retriever": retriever, "data": str(data), "split": split, "documents": len(r),
-               "rejected": len(ds.rejects), **result.to_dict()}
+    payload = {
+        "retriever": retriever,
+        "data": str(data),
+        "split": split,
+        "documents": len(r),
+        "rejected": len(ds.rejects),
+        **result.to_dict(),
+    }
     if json_output:
         typer.echo(json.dumps(payload, indent=2))
         return
@@ -215,8 +258,12 @@ def evaluate(
         table.add_column(col, justify="right")
     m, lat = result.metrics, result.latency_ms
     table.add_row(
-        f"{m['ndcg@10']:.4f}", f"{m['recall@100']:.4f}", f"{m['mrr@10']:.4f}",
-        f"{lat['p50']:.2f}", f"{lat['p95']:.2f}", f"{lat['p99']:.2f}",
+        f"{m['ndcg@10']:.4f}",
+        f"{m['recall@100']:.4f}",
+        f"{m['mrr@10']:.4f}",
+        f"{lat['p50']:.2f}",
+        f"{lat['p95']:.2f}",
+        f"{lat['p99']:.2f}",
     )
     _console().print(table)
 

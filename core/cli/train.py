@@ -78,9 +78,17 @@ def _launch(
 ) -> None:
     """Re-run this command in ``nproc`` processes under torchrun (single node, standalone)."""
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone",
-        f"--nproc_per_node={nproc}", "-m", "hwkit", "train", name, str(config),
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        "-m",
+        "hwkit",
+        "train",
+        name,
+        str(config),
+    ]
     if resume:
         cmd.append("--resume")
     if out is not None:

@@ -47,7 +47,7 @@ def load_embedder(
         cls = load_plugins().embedders.get(name)  # UnknownNameError lists what is registered
     if device is not None:
         options["device"] = device
-    return cls(model=model, **options)  # type: ignore[no-any-return]
+    return cls(model=model, **options)
 
 
 @hookimpl

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
 from hwkit.log import get_logger
 
 log = get_logger(__name__)

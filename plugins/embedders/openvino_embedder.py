@@ -1,13 +1,14 @@
 """The OpenVINO embedder: the torch encoder converted once to IR, compiled for CPU, GPU or NPU.
 
 Pooling and normalisation are part of the converted graph, so the compiled model returns
-sentence vectors. Corpora run under the THROUGHPUT hint through an ``AsyncInferQueue``;
+sentence vectors. Corpora run under the THROUGHPUT hint through a queue of async infer requests;
 queries under the LATENCY hint. An NPU compiles static shapes only: the model is reshaped
 to ``(batch_size, max_length)`` and every batch is padded to it.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 import warnings
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
 from hwkit.embedder import Embedder, TextKind
 from hwkit.errors import UnavailableError, UsageError
 from hwkit.log import get_logger
@@ -111,8 +113,7 @@ class OpenVINOEmbedder(PrefixMixin, Embedder):
         self._init_prefixes(query_prefix, document_prefix)
 
         self.cache_root = ir_cache.cache_root(cache_dir)
-        options = {"pooling": self.config.pooling, "int8": bool(int8), "normalize": True}
-        self.cache_key = ir_cache.cache_key(self.model_path, options)
+        self.cache_key = self._key(int8=bool(int8))
         entry = ir_cache.lookup(self.cache_root, self.cache_key)
         self.converted = entry is None
         if entry is None:
@@ -142,13 +143,56 @@ class OpenVINOEmbedder(PrefixMixin, Embedder):
         return cls(device="CPU")
 
     # -- conversion ---------------------------------------------------------------------
-    def _convert(self, out_dir: Path) -> dict[str, Any]:
-        """Trace the torch encoder (pooling included) to IR with dynamic batch and sequence."""
+    def _key(self, *, int8: bool) -> str:
+        options = {"pooling": self.config.pooling, "int8": int8, "normalize": True}
+        return ir_cache.cache_key(self.model_path, options)
+
+    def _fp32_ir(self) -> Path:
+        """The FP32 IR entry (converted now if absent): the INT8 variant starts from it."""
+        key = self._key(int8=False)
+        entry = ir_cache.lookup(self.cache_root, key)
+        if entry is None:
+            entry = ir_cache.store(self.cache_root, key, lambda out: self._convert(out, int8=False))
+        return entry / ir_cache.XML
+
+    def _convert(self, out_dir: Path, *, int8: bool | None = None) -> dict[str, Any]:
+        """Write the IR: trace the torch encoder (FP32), or compress the FP32 IR (INT8)."""
+        import openvino as ov
+
+        int8 = self.int8 if int8 is None else int8
+        started = time.perf_counter()
+        if int8:
+            model = _compress_int8(self.core.read_model(str(self._fp32_ir())))
+        else:
+            model = self._trace()
+        ov.save_model(model, str(out_dir / ir_cache.XML), compress_to_fp16=False)
+        type(self).conversions += 1
+        seconds = time.perf_counter() - started
+        log.info(
+            "converted model to OpenVINO IR",
+            model=str(self.model_path),
+            int8=int8,
+            seconds=round(seconds, 2),
+            cache=str(self.cache_root),
+        )
+        return {
+            "model_path": str(self.model_path),
+            "pooling": self.config.pooling,
+            "int8": int8,
+            "inputs": [port.get_any_name() for port in model.inputs],
+            "dim": self.dim,
+            "openvino": ov.__version__,
+            "convert_seconds": round(seconds, 3),
+            "created": time.time(),
+        }
+
+    def _trace(self) -> Any:
+        """Trace the torch encoder (pooling included) with dynamic batch and sequence axes."""
         import openvino as ov
         import torch
+
         from hwkit.plugins.embedders.pooling import load_encoder
 
-        started = time.perf_counter()
         encoder = load_encoder(self.model_path, self.config.pooling)
         sample = tokenize(
             self.tokenizer, ["an example sentence", "a second, longer example sentence"], 16
@@ -162,28 +206,7 @@ class OpenVINOEmbedder(PrefixMixin, Embedder):
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
             model = ov.convert_model(encoder, example_input=example, input=spec)
         model.outputs[0].get_tensor().set_names({OUTPUT_NAME})
-        if self.int8:
-            model = _compress_int8(model)
-        ov.save_model(model, str(out_dir / ir_cache.XML), compress_to_fp16=False)
-        type(self).conversions += 1
-        seconds = time.perf_counter() - started
-        log.info(
-            "converted model to OpenVINO IR",
-            model=str(self.model_path),
-            int8=self.int8,
-            seconds=round(seconds, 2),
-            cache=str(self.cache_root),
-        )
-        return {
-            "model_path": str(self.model_path),
-            "pooling": self.config.pooling,
-            "int8": self.int8,
-            "inputs": list(example),
-            "dim": self.dim,
-            "openvino": ov.__version__,
-            "convert_seconds": round(seconds, 3),
-            "created": time.time(),
-        }
+        return model
 
     # -- compilation --------------------------------------------------------------------
     def compiled(self, kind: TextKind) -> Any:
@@ -209,9 +232,7 @@ class OpenVINOEmbedder(PrefixMixin, Embedder):
     def embed(
         self, texts: Sequence[str], *, kind: TextKind = "document", batch_size: int | None = None
     ) -> np.ndarray:
-        """Unit-norm float32 rows in input order, run through an async infer-request queue."""
-        import openvino as ov
-
+        """Unit-norm float32 rows in input order, run through a queue of async infer requests."""
         prepared = self._prepare(texts, kind)
         out = np.zeros((len(prepared), self.dim), dtype=np.float32)
         if not prepared:
@@ -226,22 +247,45 @@ class OpenVINOEmbedder(PrefixMixin, Embedder):
         enc = tokenize(self.tokenizer, prepared, self.max_length)
         report_truncation(enc, self.max_length, str(self.model_path))
         compiled = self.compiled(kind)
-        jobs = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
-        queue = ov.AsyncInferQueue(compiled, max(1, jobs))
+        jobs = max(1, int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
+        requests = self._requests(kind, compiled, jobs)
+        in_flight: list[np.ndarray | None] = [None] * len(requests)
 
-        def done(request: Any, index: np.ndarray) -> None:
-            out[index] = request.get_output_tensor(0).data[: len(index)]
+        def collect(slot: int) -> None:
+            index = in_flight[slot]
+            if index is not None:
+                requests[slot].wait()
+                out[index] = requests[slot].get_output_tensor(0).data[: len(index)]
+                in_flight[slot] = None
 
-        queue.set_callback(done)
+        # A queue of async infer requests, filled round-robin: batches are length-sorted, so
+        # neighbours cost about the same. No Python callback runs on OpenVINO's threads
+        # (AsyncInferQueue.set_callback does, and can deadlock when a compiled model is freed).
         with progress(len(prepared), enabled=self.show_progress, description="embedding") as bar:
-            for index in length_sorted_batches(enc.lengths, size):
-                queue.start_async(self._inputs(enc, index), userdata=index)
-                bar.advance(len(index))
-            queue.wait_all()
+            try:
+                for k, index in enumerate(length_sorted_batches(enc.lengths, size)):
+                    slot = k % len(requests)
+                    collect(slot)
+                    requests[slot].start_async(self._inputs(enc, index), share_inputs=False)
+                    in_flight[slot] = index
+                    bar.advance(len(index))
+                for slot in range(len(requests)):
+                    collect(slot)
+            finally:  # never leave a request running into the next call (it would be busy)
+                for slot, index in enumerate(in_flight):
+                    if index is not None:
+                        requests[slot].wait()
         # Pooling already normalised; renormalising in float32 guards against INT8 drift.
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         np.divide(out, np.maximum(norms, 1e-12), out=out)
         return out
+
+    def _requests(self, kind: TextKind, compiled: Any, jobs: int) -> list[Any]:
+        """Infer requests for ``kind``'s compiled model, created once and reused."""
+        key = f"requests-{kind}"
+        if key not in self._compiled:
+            self._compiled[key] = [compiled.create_infer_request() for _ in range(jobs)]
+        return list(self._compiled[key])
 
     def _inputs(self, enc: Encoded, index: np.ndarray) -> dict[str, np.ndarray]:
         if self.static_shape:
@@ -261,4 +305,12 @@ def _compress_int8(model: Any) -> Any:
         raise UnavailableError(
             "int8=True needs NNCF, which is not installed", hint="pip install 'hwkit[nncf]'"
         ) from exc
-    return nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_ASYM)
+    from nncf.common.logging.logger import nncf_logger
+
+    # NNCF prints a statistics table to stdout at INFO; hwkit logs the conversion itself.
+    level = nncf_logger.level
+    nncf_logger.setLevel(logging.WARNING)
+    try:
+        return nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_ASYM)
+    finally:
+        nncf_logger.setLevel(level)

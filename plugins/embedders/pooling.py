@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+
 from hwkit.plugins.embedders.model_config import Pooling
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
 from hwkit.embedder import Embedder, TextKind
 from hwkit.errors import UsageError
 from hwkit.log import get_logger
@@ -37,6 +38,17 @@ def default_device() -> Device:
     from hwkit.backends.cpu import CPUDevice
 
     return CPUDevice()
+
+
+def resolve_device(device: Device | str | None) -> Device:
+    """A hwkit Device from a Device, a device id such as ``"cuda:0"``, or None (the CPU)."""
+    if device is None:
+        return default_device()
+    if isinstance(device, str):
+        from hwkit.runtime import Runtime
+
+        return Runtime.load().device(device)
+    return device
 
 
 def effective_max_length(
@@ -94,7 +106,7 @@ class TorchEmbedder(PrefixMixin, Embedder):
     def __init__(
         self,
         model: str | os.PathLike[str] | None = None,
-        device: Device | None = None,
+        device: Device | str | None = None,
         batch_size: int = 64,
         max_length: int | None = None,
         *,
@@ -104,12 +116,13 @@ class TorchEmbedder(PrefixMixin, Embedder):
         show_progress: bool | None = None,
     ) -> None:
         import torch
-        from hwkit.plugins.embedders.pooling import load_encoder
         from transformers import AutoTokenizer
+
+        from hwkit.plugins.embedders.pooling import load_encoder
 
         self.model_path: Path = resolve_model_path(model)
         self.config = read_model_config(self.model_path)
-        self.device = device or default_device()
+        self.device: Device = resolve_device(device)
         if self.device.torch_device() is None:
             raise UsageError(
                 f"{self.device.id} has no torch device",

@@ -22,14 +22,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from hwkit.errors import ConfigError, UnavailableError
 from hwkit.log import get_logger
 from hwkit.plugins.embedders.pairs import Pair, load_pairs
 from hwkit.trainer import Trainer, TrainResult
-from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:
     import torch
+
     from hwkit.device import Device
     from hwkit.plan import Plan
     from hwkit.runtime import Runtime
@@ -181,9 +183,10 @@ class EmbedderTrainer(Trainer):
     ) -> TrainResult:
         import numpy as np
         import torch
+        from transformers import AutoTokenizer, get_linear_schedule_with_warmup
+
         from hwkit.plugins.embedders.model_config import read_model_config, resolve_model_path
         from hwkit.plugins.embedders.pooling import load_encoder
-        from transformers import AutoTokenizer, get_linear_schedule_with_warmup
 
         cfg = self.config
         pairs: list[Pair] = list(train)

@@ -11,9 +11,12 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
+
+
 from hwkit.errors import UsageError
 from hwkit.log import get_logger
 
@@ -62,6 +65,7 @@ def _rope(config: dict[str, Any]) -> tuple[float, dict[str, Any]]:
 
 def tensors(state: dict[str, Any], config: dict[str, Any]) -> Iterator[tuple[str, np.ndarray]]:
     """(GGUF name, float32 array) for every tensor llama.cpp needs, Q/K permuted."""
+
     import gguf
 
     n_layers = int(config["num_hidden_layers"])
@@ -102,7 +106,9 @@ def vocabulary(tokenizer_dir: Path, tokenizer: Any, vocab_size: int) -> dict[str
 
     path = tokenizer_dir / "tokenizer.json"
     if not path.is_file():
-        raise UsageError(f"{path} is missing", hint="GGUF export needs a fast (tokenizer.json) tokenizer")
+        raise UsageError(
+            f"{path} is missing", hint="GGUF export needs a fast (tokenizer.json) tokenizer"
+        )
     spec = json.loads(path.read_text(encoding="utf-8"))
     model = spec.get("model", {})
     if model.get("type") != "BPE" or model.get("byte_fallback"):
@@ -125,7 +131,9 @@ def vocabulary(tokenizer_dir: Path, tokenizer: Any, vocab_size: int) -> dict[str
             types.append(gguf.TokenType.UNUSED)
         elif tok in added:
             tokens.append(tok)
-            types.append(gguf.TokenType.CONTROL if added[tok].get("special") else gguf.TokenType.USER_DEFINED)
+            types.append(
+                gguf.TokenType.CONTROL if added[tok].get("special") else gguf.TokenType.USER_DEFINED
+            )
         else:
             tokens.append(tok)
             types.append(gguf.TokenType.NORMAL)
@@ -158,6 +166,7 @@ def write_gguf(
 ) -> dict[str, int]:
     """Write a complete GGUF file at ``path``; returns tensor counts per GGML type."""
     import gguf
+    import numpy as np
 
     check_supported(config)
     if quant not in WRITER_QUANTS:

@@ -4,10 +4,11 @@ or a known model name; resolved once so every exporter reads the same weights.""
 from __future__ import annotations
 
 import json
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import tomllib
 
 from hwkit.errors import ConfigError, NotFoundError
 from hwkit.log import get_logger
@@ -125,8 +126,9 @@ def resolve_source(given: str | Path) -> Source:
     if path.is_dir() and not (path / "config.json").is_file():
         if (path / "merged" / "config.json").is_file():
             inner = resolve_source(path / "merged")
-            return Source(given, inner.base, None, inner.tokenizer_dir,
-                          _system_from(_read_run_config(path)))
+            return Source(
+                given, inner.base, None, inner.tokenizer_dir, _system_from(_read_run_config(path))
+            )
         if (path / "config.toml").is_file() or (path / "plan.json").is_file():
             raise NotFoundError(
                 f"run directory {str(path)!r} has no adapter ({ADAPTER_CONFIG}) and no "

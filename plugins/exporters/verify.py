@@ -9,20 +9,27 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
+
 
 # Fixed conversations: short (CPU time), varied (code, facts, instructions, prose).
 PROMPTS: tuple[tuple[str, str], ...] = (
     ("What is the capital of France?", "The capital of France is Paris."),
-    ("Write a haiku about autumn leaves.", "Crimson leaves drift down,\nwhispering to the cold earth"),
+    (
+        "Write a haiku about autumn leaves.",
+        "Crimson leaves drift down,\nwhispering to the cold earth",
+    ),
     ("Explain recursion in one sentence.", "Recursion is when a function calls itself"),
     ("List three primary colours.", "Red, blue and yellow are the three primary colours."),
 )
 
 
-def prompt_token_ids(tokenizer: Any, prompts: Sequence[tuple[str, str]] = PROMPTS) -> list[list[int]]:
+def prompt_token_ids(
+    tokenizer: Any, prompts: Sequence[tuple[str, str]] = PROMPTS
+) -> list[list[int]]:
     """Each prompt as chat-template token ids: the user turn plus a partial answer."""
     seqs = []
     for user, answer in prompts:
@@ -34,6 +41,7 @@ def prompt_token_ids(tokenizer: Any, prompts: Sequence[tuple[str, str]] = PROMPT
 
 def torch_argmax(model: Any, seqs: Sequence[Sequence[int]]) -> list[np.ndarray]:
     """Argmax of the torch model's logits at every position of every sequence."""
+
     import torch
 
     out = []
@@ -46,6 +54,7 @@ def torch_argmax(model: Any, seqs: Sequence[Sequence[int]]) -> list[np.ndarray]:
 
 def llama_cpp_argmax(gguf: Path, seqs: Sequence[Sequence[int]]) -> list[np.ndarray]:
     """Argmax of llama.cpp's logits (llama-cpp-python, all positions) for each sequence."""
+    import numpy as np
     from llama_cpp import Llama
 
     n_ctx = max(len(s) for s in seqs) + 8
@@ -75,12 +84,23 @@ def llama_cpp_tokens(gguf: Path, texts: Sequence[str]) -> list[list[int]]:
 
 def agreement(reference: Sequence[np.ndarray], candidate: Sequence[np.ndarray]) -> dict[str, Any]:
     """Share of positions where both runtimes choose the same next token."""
+    import numpy as np
+
     total = sum(len(r) for r in reference)
-    matched = sum(int((np.asarray(r) == np.asarray(c)).sum()) for r, c in zip(reference, candidate, strict=True))
-    return {"top1_agreement": matched / total if total else 0.0, "positions": total, "matched": matched}
+    matched = sum(
+        int((np.asarray(r) == np.asarray(c)).sum())
+        for r, c in zip(reference, candidate, strict=True)
+    )
+    return {
+        "top1_agreement": matched / total if total else 0.0,
+        "positions": total,
+        "matched": matched,
+    }
 
 
-def tokenizer_agreement(tokenizer: Any, gguf: Path, prompts: Sequence[tuple[str, str]] = PROMPTS) -> float:
+def tokenizer_agreement(
+    tokenizer: Any, gguf: Path, prompts: Sequence[tuple[str, str]] = PROMPTS
+) -> float:
     """Share of prompts that llama.cpp tokenises exactly as the HF tokenizer does."""
     texts = [
         tokenizer.apply_chat_template(

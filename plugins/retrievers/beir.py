@@ -18,9 +18,8 @@ from typing import Any
 import numpy as np
 
 from hwkit.errors import ConfigError, NotFoundError
-from hwkit.retriever import Document, Retriever
-
 from hwkit.plugins.retrievers.documents import Reject, read_corpus
+from hwkit.retriever import Document, Retriever
 
 METRICS = ("ndcg@10", "recall@100", "mrr@10")
 
@@ -62,7 +61,9 @@ def read_queries(path: Path) -> dict[str, str]:
 def read_qrels(path: Path) -> dict[str, dict[str, int]]:
     if not path.is_file():
         splits = sorted(p.stem for p in path.parent.glob("*.tsv")) if path.parent.is_dir() else []
-        raise NotFoundError(f"qrels file not found: {path}", hint=f"splits here: {', '.join(splits) or 'none'}")
+        raise NotFoundError(
+            f"qrels file not found: {path}", hint=f"splits here: {', '.join(splits) or 'none'}"
+        )
     qrels: dict[str, dict[str, int]] = {}
     with path.open(encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, start=1):
@@ -72,11 +73,15 @@ def read_qrels(path: Path) -> dict[str, dict[str, int]]:
             if not line.strip():
                 continue
             if len(parts) != 3:
-                raise ConfigError(f"{path}:{lineno}: expected 3 tab-separated fields, got {len(parts)}")
+                raise ConfigError(
+                    f"{path}:{lineno}: expected 3 tab-separated fields, got {len(parts)}"
+                )
             try:
                 score = int(parts[2])
             except ValueError:
-                raise ConfigError(f"{path}:{lineno}: score {parts[2]!r} is not an integer") from None
+                raise ConfigError(
+                    f"{path}:{lineno}: score {parts[2]!r} is not an integer"
+                ) from None
             qrels.setdefault(parts[0], {})[parts[1]] = score
     return qrels
 

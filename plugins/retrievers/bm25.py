@@ -16,10 +16,9 @@ import numpy as np
 
 from hwkit.errors import UsageError
 from hwkit.log import get_logger
-from hwkit.retriever import Document, Hit
-
 from hwkit.plugins.retrievers.documents import DocTable, check_documents
 from hwkit.plugins.retrievers.store import Manifest, StoredRetriever
+from hwkit.retriever import Document, Hit
 
 log = get_logger(__name__)
 
@@ -175,7 +174,9 @@ class BM25Retriever(StoredRetriever):
 
     def search(self, query: str, k: int = 10) -> list[Hit]:
         scores = self.scores(query)
-        return [Hit(self.docs.ids[i], float(scores[i])) for i in top_k(scores, k, positive_only=True)]
+        return [
+            Hit(self.docs.ids[i], float(scores[i])) for i in top_k(scores, k, positive_only=True)
+        ]
 
     # -- persistence ---------------------------------------------------------------------
     def options(self) -> dict[str, Any]:
@@ -204,5 +205,7 @@ class BM25Retriever(StoredRetriever):
         options = {**manifest.options, **kwargs}
         retriever = cls(**options)
         retriever.docs = docs
-        retriever._bm25 = bm25s.BM25.load(str(directory / BM25_DIR), show_progress=False, verbosity=0)
+        retriever._bm25 = bm25s.BM25.load(
+            str(directory / BM25_DIR), show_progress=False, verbosity=0
+        )
         return retriever

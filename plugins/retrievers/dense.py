@@ -17,12 +17,11 @@ import numpy as np
 from hwkit.embedder import Embedder
 from hwkit.errors import UsageError
 from hwkit.log import get_logger
-from hwkit.retriever import Document, Hit
-
 from hwkit.plugins.retrievers.bm25 import top_k
 from hwkit.plugins.retrievers.documents import DocTable, check_documents
 from hwkit.plugins.retrievers.embedding import embedder_for_index, embedder_identity, make_embedder
 from hwkit.plugins.retrievers.store import Manifest, StoredRetriever
+from hwkit.retriever import Document, Hit
 
 log = get_logger(__name__)
 
@@ -94,7 +93,8 @@ class DenseRetriever(StoredRetriever):
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         if vectors.shape != (len(texts), self.embedder.dim):
             raise UsageError(
-                f"embedder returned shape {vectors.shape}, expected {(len(texts), self.embedder.dim)}"
+                f"embedder returned shape {vectors.shape}, "
+                f"expected {(len(texts), self.embedder.dim)}"
             )
         return vectors
 
@@ -118,7 +118,9 @@ class DenseRetriever(StoredRetriever):
     def scores(self, qvec: np.ndarray) -> np.ndarray:
         """Exact inner product of ``qvec`` with every document vector."""
         if len(self.docs) == 0:
-            raise UsageError("the dense retriever has no index", hint="call index() or load() first")
+            raise UsageError(
+                "the dense retriever has no index", hint="call index() or load() first"
+            )
         return np.asarray(self.vectors @ qvec, dtype=np.float32)
 
     def search_vector(self, qvec: np.ndarray, k: int) -> list[tuple[int, float]]:
@@ -151,7 +153,11 @@ class DenseRetriever(StoredRetriever):
         return embedder_identity(self.embedder)
 
     def write_parts(self, directory: Path) -> None:
-        np.save(directory / VECTORS, np.ascontiguousarray(self.vectors, dtype=np.float32), allow_pickle=False)
+        np.save(
+            directory / VECTORS,
+            np.ascontiguousarray(self.vectors, dtype=np.float32),
+            allow_pickle=False,
+        )
         if self._hnsw is not None:
             import faiss
 
@@ -160,7 +166,11 @@ class DenseRetriever(StoredRetriever):
     def read_vectors(self, directory: Path, manifest: Manifest) -> None:
         """Memory-map the vectors and the HNSW graph when there is one."""
         vectors = np.load(directory / VECTORS, mmap_mode="r", allow_pickle=False)
-        if vectors.dtype != np.float32 or vectors.ndim != 2 or vectors.shape[0] != manifest.doc_count:
+        if (
+            vectors.dtype != np.float32
+            or vectors.ndim != 2
+            or vectors.shape[0] != manifest.doc_count
+        ):
             from hwkit.errors import ConfigError
 
             raise ConfigError(

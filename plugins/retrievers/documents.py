@@ -89,7 +89,9 @@ def check_documents(
     rejects: list[Reject] = []
     for doc in docs:
         if not isinstance(doc.id, str) or not doc.id:
-            raise UsageError(f"document with an empty id: {doc!r}", hint="give every document an id")
+            raise UsageError(
+                f"document with an empty id: {doc!r}", hint="give every document an id"
+            )
         if doc.id in seen:
             raise UsageError(
                 f"duplicate document id {doc.id!r}", hint="document ids must be unique in an index"
@@ -129,14 +131,19 @@ def read_corpus(path: Path) -> tuple[list[Document], list[Reject]]:
                     hint="each line must be one JSON object",
                 ) from None
             if not isinstance(row, dict):
-                raise ConfigError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
+                raise ConfigError(
+                    f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}"
+                )
             doc_id = row.get("_id", row.get("id"))
             if doc_id is None or str(doc_id) == "":
-                raise ConfigError(f"{path}:{lineno}: field '_id' is missing", hint="give every row an id")
+                raise ConfigError(
+                    f"{path}:{lineno}: field '_id' is missing", hint="give every row an id"
+                )
             doc_id = str(doc_id)
             if doc_id in first_line:
                 raise ConfigError(
-                    f"{path}:{lineno}: duplicate id {doc_id!r} (first on line {first_line[doc_id]})",
+                    f"{path}:{lineno}: duplicate id {doc_id!r} "
+                    f"(first on line {first_line[doc_id]})",
                     hint="document ids must be unique",
                 )
             first_line[doc_id] = lineno

@@ -28,7 +28,10 @@ def model_fingerprint(model_dir: Path) -> str:
         for p in sorted(root.rglob("*"))
         if p.is_file()
         and p.suffix in _MODEL_SUFFIXES
-        and not any(part.startswith(".") or part in ("openvino", "onnx") for part in p.relative_to(root).parts)
+        and not any(
+            part.startswith(".") or part in ("openvino", "onnx")
+            for part in p.relative_to(root).parts
+        )
         and p.name != "README.md"
     ]
     for p in files:
@@ -71,7 +74,8 @@ def check_compatible(recorded: dict[str, Any], embedder: Embedder, where: Path) 
     """Refuse an embedder whose model differs from the one that made the vectors."""
     if int(embedder.dim) != int(recorded.get("dim", embedder.dim)):
         raise ConfigError(
-            f"{where}: vectors have dimension {recorded.get('dim')}, the embedder gives {embedder.dim}",
+            f"{where}: vectors have dimension {recorded.get('dim')}, "
+            f"the embedder gives {embedder.dim}",
             hint="load with the model the index was built with, or rebuild",
         )
     expected = recorded.get("fingerprint")
@@ -100,6 +104,8 @@ def embedder_for_index(
                 f"{where}: the index's embedding model {model} is not on this machine",
                 hint="pass the same model directory (hwkit search --model PATH)",
             )
-        embedder = make_embedder(options.pop("embedder_name", None) or recorded.get("name") or "torch", model, **options)
+        embedder = make_embedder(
+            options.pop("embedder_name", None) or recorded.get("name") or "torch", model, **options
+        )
     check_compatible(recorded, embedder, where)
     return embedder

@@ -20,13 +20,12 @@ import numpy as np
 
 from hwkit.embedder import Embedder
 from hwkit.errors import UsageError
-from hwkit.retriever import Document, Hit
-
 from hwkit.plugins.retrievers.bm25 import BM25Retriever, top_k
 from hwkit.plugins.retrievers.dense import DenseRetriever
 from hwkit.plugins.retrievers.documents import DocTable, check_documents
 from hwkit.plugins.retrievers.fusion import convex, rrf
 from hwkit.plugins.retrievers.store import Manifest, StoredRetriever
+from hwkit.retriever import Document, Hit
 
 DEFAULT_ALPHA = 0.5
 FUSIONS = ("convex", "rrf")
@@ -51,14 +50,18 @@ class HybridRetriever(StoredRetriever):
         model: str | Path | None = None,
     ) -> None:
         if fusion not in FUSIONS:
-            raise UsageError(f"unknown fusion {fusion!r}", hint=f"choose one of {', '.join(FUSIONS)}")
+            raise UsageError(
+                f"unknown fusion {fusion!r}", hint=f"choose one of {', '.join(FUSIONS)}"
+            )
         if not 0.0 <= alpha <= 1.0:
             raise UsageError(f"alpha must be in [0, 1], got {alpha}")
         if depth < 1:
             raise UsageError(f"depth must be >= 1, got {depth}")
         self.fusion, self.alpha, self.rrf_k, self.depth = fusion, alpha, rrf_k, depth
         self.bm25 = BM25Retriever(**(bm25 or {}))
-        self.dense = DenseRetriever(embedder, embedder_name=embedder_name, model=model, **(dense or {}))
+        self.dense = DenseRetriever(
+            embedder, embedder_name=embedder_name, model=model, **(dense or {})
+        )
         self.docs = DocTable()
         self.rejects = []
         self._share_docs()
@@ -165,12 +168,16 @@ class HybridRetriever(StoredRetriever):
     ) -> HybridRetriever:
         from hwkit.plugins.retrievers.embedding import embedder_for_index
 
-        overrides = {k: options.pop(k) for k in ("fusion", "alpha", "rrf_k", "depth") if k in options}
+        overrides = {
+            k: options.pop(k) for k in ("fusion", "alpha", "rrf_k", "depth") if k in options
+        }
         emb = embedder_for_index(manifest.embedder, directory, embedder, **options)
         retriever = cls(emb, **{**manifest.options, **overrides})
         retriever.docs = docs
         retriever._share_docs()
-        bm = BM25Retriever.read_parts(directory, Manifest(**{**manifest.__dict__, "options": manifest.options["bm25"]}), docs)
+        bm = BM25Retriever.read_parts(
+            directory, Manifest(**{**manifest.__dict__, "options": manifest.options["bm25"]}), docs
+        )
         retriever.bm25 = bm
         retriever.dense.read_vectors(directory, manifest)
         retriever._share_docs()

@@ -21,11 +21,10 @@ import numpy as np
 from hwkit.embedder import Embedder
 from hwkit.errors import ConfigError, UnavailableError, UsageError
 from hwkit.log import get_logger
-from hwkit.retriever import Document, Hit
-
 from hwkit.plugins.retrievers.documents import DocTable, check_documents
 from hwkit.plugins.retrievers.embedding import embedder_for_index, embedder_identity, make_embedder
 from hwkit.plugins.retrievers.store import Manifest, StoredRetriever
+from hwkit.retriever import Document, Hit
 
 log = get_logger(__name__)
 
@@ -122,11 +121,15 @@ class MilvusRetriever(StoredRetriever):
                 raise UsageError(f"document id {d.id[:40]!r}… is longer than {ID_MAX_LENGTH} bytes")
         start = len(self.docs)
         self.docs.extend(docs)
-        vectors = self.embedder.embed(self.docs.contents(start), kind="document", batch_size=self.batch_size)
+        vectors = self.embedder.embed(
+            self.docs.contents(start), kind="document", batch_size=self.batch_size
+        )
         for s in range(0, len(docs), INSERT_BATCH):
             rows = [
                 {"id": d.id, "vector": v.tolist()}
-                for d, v in zip(docs[s : s + INSERT_BATCH], vectors[s : s + INSERT_BATCH], strict=True)
+                for d, v in zip(
+                    docs[s : s + INSERT_BATCH], vectors[s : s + INSERT_BATCH], strict=True
+                )
             ]
             self._call("insert", self.client.insert, self.collection, rows)
 
@@ -150,7 +153,9 @@ class MilvusRetriever(StoredRetriever):
         return [[Hit(str(h["id"]), float(h["distance"])) for h in hits] for hits in result]
 
     def count(self) -> int:
-        stats = self._call("get_collection_stats", self.client.get_collection_stats, self.collection)
+        stats = self._call(
+            "get_collection_stats", self.client.get_collection_stats, self.collection
+        )
         return int(stats.get("row_count", 0))
 
     # -- persistence ---------------------------------------------------------------------
@@ -181,9 +186,12 @@ class MilvusRetriever(StoredRetriever):
             opts["uri"] = uri
         retriever = cls(emb, token=token, **opts)
         retriever.docs = docs
-        if not retriever._call("has_collection", retriever.client.has_collection, retriever.collection):
+        if not retriever._call(
+            "has_collection", retriever.client.has_collection, retriever.collection
+        ):
             raise ConfigError(
-                f"{directory}: Milvus collection {retriever.collection!r} not found at {retriever.uri}",
+                f"{directory}: Milvus collection {retriever.collection!r} "
+                f"not found at {retriever.uri}",
                 hint="rebuild the index",
             )
         return retriever

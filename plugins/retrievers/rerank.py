@@ -15,11 +15,10 @@ from typing import Any
 import numpy as np
 
 from hwkit.errors import NotFoundError, UsageError
-from hwkit.retriever import Document, Hit
-
 from hwkit.plugins.retrievers.documents import DocTable, Reject
 from hwkit.plugins.retrievers.embedding import model_fingerprint
 from hwkit.plugins.retrievers.store import Manifest, StoredRetriever
+from hwkit.retriever import Document, Hit
 
 FIRST_STAGE_DIR = "first_stage"
 
@@ -119,7 +118,9 @@ class RerankRetriever(StoredRetriever):
                     max_length=min(self.max_length, self._tokenizer.model_max_length),
                     return_tensors="pt",
                 )
-                logits = self._model(**{k: v.to(param.device) for k, v in enc.items()}).logits.float()
+                logits = self._model(
+                    **{k: v.to(param.device) for k, v in enc.items()}
+                ).logits.float()
                 score = logits[:, 0] if logits.shape[1] == 1 else logits[:, -1] - logits[:, 0]
                 out.append(score.cpu().numpy())
         return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
@@ -161,7 +162,9 @@ class RerankRetriever(StoredRetriever):
     ) -> RerankRetriever:
         opts = dict(manifest.options)
         stage_cls = first_stage_class(opts.pop("first_stage"))
-        stage_manifest = Manifest(**{**manifest.__dict__, "options": opts.pop("first_stage_options")})
+        stage_manifest = Manifest(
+            **{**manifest.__dict__, "options": opts.pop("first_stage_options")}
+        )
         stage = stage_cls.read_parts(directory, stage_manifest, docs, **kwargs)
         stage.rejects = []
         opts.pop("model_fingerprint", None)

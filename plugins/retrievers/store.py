@@ -32,9 +32,8 @@ from typing import Any, TypeVar
 
 from hwkit.errors import ConfigError, NotFoundError, UsageError
 from hwkit.log import get_logger
-from hwkit.retriever import Retriever
-
 from hwkit.plugins.retrievers.documents import DocTable, Reject, write_rejects
+from hwkit.retriever import Retriever
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -158,7 +157,10 @@ def read_manifest(path: Path, *, verify: bool = True) -> Manifest:
     path = Path(path)
     mpath = path / MANIFEST
     if not mpath.is_file():
-        raise NotFoundError(f"no hwkit index at {path} ({MANIFEST} missing)", hint="build one with `hwkit index build`")
+        raise NotFoundError(
+            f"no hwkit index at {path} ({MANIFEST} missing)",
+            hint="build one with `hwkit index build`",
+        )
     try:
         raw = json.loads(mpath.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
@@ -168,7 +170,8 @@ def read_manifest(path: Path, *, verify: bool = True) -> Manifest:
         raise ConfigError(f"{mpath}: field 'format_version' is missing or not an integer")
     if version > FORMAT_VERSION:
         raise ConfigError(
-            f"{path}: index format version {version} is newer than this hwkit reads ({FORMAT_VERSION})",
+            f"{path}: index format version {version} is newer than "
+            f"this hwkit reads ({FORMAT_VERSION})",
             hint="upgrade hwkit or rebuild the index",
         )
     try:
@@ -179,11 +182,15 @@ def read_manifest(path: Path, *, verify: bool = True) -> Manifest:
         for rel, expected in manifest.files.items():
             f = path / rel
             if not f.is_file():
-                raise ConfigError(f"{path}: file {rel} listed in the manifest is missing", hint="rebuild the index")
+                raise ConfigError(
+                    f"{path}: file {rel} listed in the manifest is missing",
+                    hint="rebuild the index",
+                )
             got = sha256_file(f)
             if got != expected:
                 raise ConfigError(
-                    f"{path}: checksum mismatch for {rel} (sha256 {got[:12]}…, manifest {expected[:12]}…)",
+                    f"{path}: checksum mismatch for {rel} "
+                    f"(sha256 {got[:12]}…, manifest {expected[:12]}…)",
                     hint="the index was modified or corrupted; rebuild it",
                 )
     return manifest
@@ -216,7 +223,9 @@ class StoredRetriever(Retriever):
 
     @classmethod
     @abstractmethod
-    def read_parts(cls: type[R], directory: Path, manifest: Manifest, docs: DocTable, **kwargs: Any) -> R:
+    def read_parts(
+        cls: type[R], directory: Path, manifest: Manifest, docs: DocTable, **kwargs: Any
+    ) -> R:
         """Rebuild the retriever from its files."""
 
     def save(self, path: Path) -> None:
@@ -241,7 +250,9 @@ class StoredRetriever(Retriever):
             )
         docs = DocTable.read_jsonl(path / DOCS)
         if len(docs) != manifest.doc_count:
-            raise ConfigError(f"{path}: {DOCS} has {len(docs)} rows, manifest says {manifest.doc_count}")
+            raise ConfigError(
+                f"{path}: {DOCS} has {len(docs)} rows, manifest says {manifest.doc_count}"
+            )
         retriever = cls.read_parts(path, manifest, docs, **kwargs)
         retriever.rejects = [
             Reject(r["reason"], r["row"], r.get("line")) for r in read_rejects(path)
@@ -260,4 +271,4 @@ def open_index(path: Path, *, verify: bool = True, **kwargs: Any) -> Retriever:
     cls = load_plugins().retrievers.get(manifest.retriever)
     if isinstance(cls, type) and issubclass(cls, StoredRetriever):
         return cls.load(Path(path), verify=verify, **kwargs)
-    return cls.load(Path(path))  # type: ignore[no-any-return]
+    return cls.load(Path(path))

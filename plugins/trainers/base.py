@@ -384,6 +384,7 @@ class HFTrainerPlugin(Trainer):
             "final_micro_batch": guard.micro_batch,
             "final_grad_accum": guard.grad_accum,
             "resumed_from": str(start_from) if start_from else None,
+            "world_size": world()[1],
             "data": getattr(self, "_data_report", {}),
         }
         if rank == 0:

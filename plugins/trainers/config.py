@@ -121,9 +121,9 @@ def load_config(model: type[C], path: Path, *, overrides: dict[str, Any] | None 
             resolved = str((base / bare).resolve())
             data["source"] = ("hf:" + resolved) if source.startswith("hf:") else resolved
         doc["data"] = data
-    model = doc.get("model")
-    if isinstance(model, str) and model.startswith(".") and (base / model).exists():
-        doc["model"] = str((base / model).resolve())
+    name = doc.get("model")
+    if isinstance(name, str) and name.startswith(".") and (base / name).exists():
+        doc["model"] = str((base / name).resolve())
     doc.update(overrides or {})
     return validate_config(model, doc, where=str(path))
 

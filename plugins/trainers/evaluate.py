@@ -183,11 +183,15 @@ def preference_metrics(
     """DPO's implicit reward on held-out pairs: accuracy, margin and loss."""
     margins = []
     for row in rows:
-        pol = [completion_logp(model, tokenizer, row["prompt"], row[k], seq_len)
-               for k in ("chosen", "rejected")]  # fmt: skip
+        pol = [
+            completion_logp(model, tokenizer, row["prompt"], row[k], seq_len)
+            for k in ("chosen", "rejected")
+        ]
         with before():
-            ref = [completion_logp(model, tokenizer, row["prompt"], row[k], seq_len)
-                   for k in ("chosen", "rejected")]  # fmt: skip
+            ref = [
+                completion_logp(model, tokenizer, row["prompt"], row[k], seq_len)
+                for k in ("chosen", "rejected")
+            ]
         margins.append(beta * ((pol[0] - ref[0]) - (pol[1] - ref[1])))
     if not margins:
         return {}
@@ -210,6 +214,7 @@ def generate(
         **ids,
         max_new_tokens=max_new_tokens,
         do_sample=False,
+        repetition_penalty=1.2,
         pad_token_id=tokenizer.pad_token_id,
     )
     text: str = tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)

@@ -10,6 +10,7 @@ micro-batch in smaller chunks: no optimizer step is lost and the effective batch
 from __future__ import annotations
 
 import contextlib
+import itertools
 from typing import TYPE_CHECKING, Any
 
 from hwkit.plugins.trainers.metrics import TokenCounter
@@ -51,9 +52,13 @@ class GuardedMixin:
             ) or trainer.compute_loss_func is not None
         offload = getattr(trainer, "maybe_activation_offload_context", None)
 
+        flat = _is_padding_free(inputs)
+
         def step(chunk: dict[str, Any], scale: float) -> torch.Tensor:
             if self.hwkit_paired_rows:
                 chunk = _unpair(chunk)
+            elif flat:
+                chunk = _flatten_sequences(chunk)
             with offload if offload is not None else contextlib.nullcontext():
                 with trainer.compute_loss_context_manager():
                     loss = trainer.compute_loss(model, chunk, num_items_in_batch=num_items_in_batch)
@@ -65,7 +70,12 @@ class GuardedMixin:
                 trainer.accelerator.backward(loss)
             return loss.detach()
 
-        batch = _pair(inputs) if self.hwkit_paired_rows else inputs
+        if self.hwkit_paired_rows:
+            batch = _pair(inputs)
+        elif flat:
+            batch = _sequence_rows(inputs)
+        else:
+            batch = inputs
         return guard.run_micro_batch(batch, step, model.parameters())
 
 
@@ -97,4 +107,76 @@ def _unpair(chunk: dict[str, Any]) -> dict[str, Any]:
             out[key] = value.transpose(0, 1).reshape(-1, *value.shape[2:])
         else:
             out[key] = value
+    return out
+
+
+# -- padding-free batches --------------------------------------------------------------------
+# trl's padding-free collator (used by BFD packing) concatenates the micro-batch into one row
+# with position ids restarting at each sequence. To let the guard split it, the sequences
+# become the rows of a padded matrix, and each chunk is flattened back the way trl builds it.
+
+_SEQ_LEN = "hwkit_seq_len"
+_DERIVED = ("cu_seq_lens_q", "cu_seq_lens_k", "max_length_q", "max_length_k", "seq_idx")
+
+
+def _is_padding_free(inputs: dict[str, Any]) -> bool:
+    ids = inputs.get("input_ids")
+    return (
+        "position_ids" in inputs
+        and "attention_mask" not in inputs
+        and ids is not None
+        and ids.dim() == 2
+        and ids.shape[0] == 1
+    )
+
+
+def _sequence_rows(inputs: dict[str, Any]) -> dict[str, Any]:
+    """One flat row of packed sequences -> (sequences, longest) rows plus their lengths."""
+    import torch
+
+    positions = inputs["position_ids"][0]
+    n = positions.shape[0]
+    starts = (positions == 0).nonzero().flatten().tolist() or [0]
+    bounds = [*starts, n]
+    lengths = [b - a for a, b in itertools.pairwise(bounds)]
+    longest = max(lengths)
+    out: dict[str, Any] = {}
+    for key, value in inputs.items():
+        if key in _DERIVED:
+            continue
+        if isinstance(value, torch.Tensor) and value.dim() == 2 and value.shape == (1, n):
+            fill = -100 if key == "labels" else 0
+            rows = value.new_full((len(lengths), longest), fill)
+            for i, (a, b) in enumerate(itertools.pairwise(bounds)):
+                rows[i, : b - a] = value[0, a:b]
+            out[key] = rows
+        else:
+            out[key] = value
+    out[_SEQ_LEN] = torch.tensor(lengths, device=positions.device)
+    return out
+
+
+def _flatten_sequences(chunk: dict[str, Any]) -> dict[str, Any]:
+    """Rows of sequences back to trl's padding-free layout (one row, varlen boundaries)."""
+    import torch
+
+    lengths = chunk[_SEQ_LEN].tolist()
+    out: dict[str, Any] = {}
+    for key, value in chunk.items():
+        if key == _SEQ_LEN:
+            continue
+        if isinstance(value, torch.Tensor) and value.dim() == 2 and value.shape[0] == len(lengths):
+            out[key] = torch.cat([value[i, :n] for i, n in enumerate(lengths)])[None]
+        else:
+            out[key] = value
+    device = out["input_ids"].device
+    lens = torch.tensor(lengths, dtype=torch.int32, device=device)
+    cu = torch.cat(
+        [torch.zeros(1, dtype=torch.int32, device=device), lens.cumsum(0, dtype=torch.int32)]
+    )
+    out["cu_seq_lens_q"] = out["cu_seq_lens_k"] = cu
+    out["max_length_q"] = out["max_length_k"] = int(lens.max())
+    out["seq_idx"] = torch.repeat_interleave(
+        torch.arange(len(lengths), dtype=torch.int32, device=device), lens
+    )[None]
     return out

@@ -57,7 +57,11 @@ def plot_loss(metrics_path: Path, png_path: Path, *, title: str = "loss") -> Pat
         return None
     import io
 
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:  # the "plot" extra is optional; metrics.jsonl has the numbers
+        log.warning("loss plot skipped: matplotlib is not installed (pip install hwkit[plot])")
+        return None
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -1,0 +1,144 @@
+"""Docs/s on CPU: sentence-transformers vs hwkit torch vs OpenVINO FP32 vs OpenVINO INT8, one run.
+
+Every path embeds the same SciFact documents with the same batch size, max length and
+thread count; conversion and compilation happen before the clock starts (a warm-up batch
+runs first). Cosine agreement is against hwkit's torch vectors.
+
+    python bench/embed_speed.py --docs 1000 --batch-size 32 --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def scifact_texts(data: Path, n: int) -> list[str]:
+    texts = []
+    with (data / "corpus.jsonl").open(encoding="utf-8") as fh:
+        for line in fh:
+            row = json.loads(line)
+            texts.append(f"{row.get('title', '')} {row.get('text', '')}".strip())
+            if len(texts) >= n:
+                break
+    return texts
+
+
+def timed(
+    fn: Callable[[list[str]], np.ndarray], texts: list[str], repeat: int
+) -> tuple[float, np.ndarray]:
+    fn(texts[:32])  # warm-up: compilation, allocator, thread pools
+    best, vectors = float("inf"), np.empty(0)
+    for _ in range(repeat):
+        start = time.perf_counter()
+        vectors = fn(texts)
+        best = min(best, time.perf_counter() - start)
+    return best, vectors
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    default_data = (
+        Path(os.environ.get("HWKIT_SHARED_DATA", REPO.parent / "shared" / "data")) / "scifact"
+    )
+    parser.add_argument("--data", type=Path, default=default_data, help="BEIR directory")
+    parser.add_argument("--docs", type=int, default=1000)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--max-length", type=int, default=256)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--repeat", type=int, default=1, help="best of N timed runs")
+    parser.add_argument("--cache-dir", type=Path, default=None, help="OpenVINO IR cache")
+    parser.add_argument("--skip", nargs="*", default=[], help="paths to leave out (st, int8)")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from hwkit.plugins.embedders import default_model_path
+    from hwkit.plugins.embedders.openvino_embedder import OpenVINOEmbedder
+    from hwkit.plugins.embedders.torch_embedder import TorchEmbedder
+
+    texts = scifact_texts(args.data, args.docs)
+    common = {"batch_size": args.batch_size, "max_length": args.max_length, "show_progress": False}
+    ov_common = {**common, "num_threads": args.threads, "cache_dir": args.cache_dir}
+    paths: dict[str, Callable[[list[str]], np.ndarray]] = {}
+    if "st" not in args.skip:
+        from sentence_transformers import SentenceTransformer
+
+        st = SentenceTransformer(str(default_model_path()), device="cpu")
+        st.max_seq_length = args.max_length
+        paths["sentence-transformers"] = lambda t: st.encode(
+            t, batch_size=args.batch_size, normalize_embeddings=True, convert_to_numpy=True
+        )
+    ours = TorchEmbedder(**common)
+    paths["hwkit torch"] = ours.embed
+    fp32 = OpenVINOEmbedder(**ov_common)
+    paths["hwkit openvino fp32"] = fp32.embed
+    if "int8" not in args.skip:
+        int8 = OpenVINOEmbedder(int8=True, **ov_common)
+        paths["hwkit openvino int8"] = int8.embed
+
+    results: dict[str, dict[str, Any]] = {}
+    for name, fn in paths.items():
+        seconds, vectors = timed(fn, texts, args.repeat)
+        results[name] = {"seconds": seconds, "docs_per_s": len(texts) / seconds, "vectors": vectors}
+    reference = results["hwkit torch"]["vectors"]
+    base = results["hwkit torch"]["docs_per_s"]
+    rows = []
+    for name, r in results.items():
+        cos = np.sum(r["vectors"] * reference, axis=1)
+        rows.append(
+            {
+                "path": name,
+                "docs_per_s": round(r["docs_per_s"], 1),
+                "seconds": round(r["seconds"], 2),
+                "speedup_vs_torch": round(r["docs_per_s"] / base, 2),
+                "cosine_min": round(float(cos.min()), 6),
+                "cosine_mean": round(float(cos.mean()), 6),
+            }
+        )
+    setup = {
+        "docs": len(texts),
+        "batch_size": args.batch_size,
+        "max_length": args.max_length,
+        "threads": args.threads,
+        "cpu": _cpu_name(),
+        "load_average_1m": round(os.getloadavg()[0], 2),
+    }
+    if args.json:
+        print(json.dumps({"setup": setup, "results": rows}, indent=2))
+        return
+    print(" ".join(f"{k}={v}" for k, v in setup.items()))
+    header = (
+        f"{'path':<24}{'docs/s':>9}{'seconds':>9}{'vs torch':>10}{'cos min':>11}{'cos mean':>11}"
+    )
+    print(header)
+    for r in rows:
+        print(
+            f"{r['path']:<24}{r['docs_per_s']:>9}{r['seconds']:>9}{r['speedup_vs_torch']:>9}x"
+            f"{r['cosine_min']:>11}{r['cosine_mean']:>11}"
+        )
+
+
+def _cpu_name() -> str:
+    try:
+        from hwkit.backends.cpu import cpu_model_name
+
+        return cpu_model_name()
+    except Exception:
+        return "unknown"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""``hwkit serve`` (OpenAI-compatible chat server) and ``hwkit chat`` (terminal chat)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import typer
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+
+
+def _models(specs: list[str]) -> dict[str, str]:
+    """``NAME=SOURCE`` or ``SOURCE`` (named after its last path part) to a mapping."""
+    from hwkit.errors import UsageError
+
+    out: dict[str, str] = {}
+    for spec in specs or [DEFAULT_MODEL]:
+        name, sep, source = spec.partition("=")
+        if not sep:
+            name, source = Path(spec).name or spec, spec
+        if not name or not source:
+            raise UsageError(f"--model {spec!r}: expected NAME=SOURCE or SOURCE")
+        if name in out:
+            raise UsageError(f"--model {spec!r}: the name {name!r} is given twice")
+        out[name] = source
+    return out
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("serve")
+    def serve_cmd(
+        model: list[str] = typer.Option(
+            [], "--model", "-m", help="NAME=SOURCE (repeatable); SOURCE: name, HF dir or run dir"
+        ),
+        host: str = typer.Option("127.0.0.1", "--host"),
+        port: int = typer.Option(8000, "--port"),
+        token: str | None = typer.Option(
+            None, "--token", help="bearer token (or HWKIT_SERVE_TOKEN); required off localhost"
+        ),
+        memory_budget: str | None = typer.Option(
+            None, "--memory-budget", help="weights kept loaded, e.g. 2GiB (default: half of free)"
+        ),
+        dtype: str = typer.Option("float32", "--dtype", help="float32 | bfloat16 | float16"),
+        session_messages: int = typer.Option(10, "--session-messages"),
+        max_queue: int = typer.Option(8, "--max-queue", help="queued + running; 429 beyond"),
+        workers: int = typer.Option(1, "--workers", help="generations at once"),
+        max_request_bytes: int = typer.Option(65536, "--max-request-bytes"),
+        max_messages: int = typer.Option(64, "--max-messages"),
+        max_tokens: int = typer.Option(512, "--max-tokens", help="largest max_tokens accepted"),
+        personas: Path | None = typer.Option(None, "--personas", help="TOML of [name] system=..."),
+        persona: str | None = typer.Option(None, "--persona", help="default persona"),
+    ) -> None:
+        """Serve models over an OpenAI-compatible HTTP API (/v1/chat/completions)."""
+        from pydantic import ValidationError
+
+        from hwkit.errors import ConfigError
+        from hwkit.server import TOKEN_ENV, ServeConfig, check_bind, serve
+        from hwkit.server_models import default_budget, parse_size, paths_exist
+
+        try:
+            config = ServeConfig(
+                models=_models(model),
+                host=host,
+                port=port,
+                token=token or os.environ.get(TOKEN_ENV) or None,
+                memory_budget=parse_size(memory_budget) if memory_budget else default_budget(),
+                dtype=dtype,
+                session_messages=session_messages,
+                max_queue=max_queue,
+                workers=workers,
+                max_request_bytes=max_request_bytes,
+                max_messages=max_messages,
+                max_tokens_limit=max_tokens,
+                personas_file=personas,
+                default_persona=persona,
+            )
+        except (ValidationError, ValueError) as exc:
+            raise ConfigError(f"hwkit serve: {exc}".splitlines()[0]) from exc
+        check_bind(config)
+        paths_exist(config.models)
+        serve(config)
+
+    @app.command("chat")
+    def chat_cmd(
+        model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="model name or path"),
+        url: str | None = typer.Option(None, "--url", help="a server's base URL (…/v1)"),
+        token: str | None = typer.Option(None, "--token", help="bearer token for --url"),
+        system: str | None = typer.Option(None, "--system", help="system prompt"),
+        message: str | None = typer.Option(None, "--message", help="one turn, then exit"),
+        max_tokens: int = typer.Option(256, "--max-tokens"),
+        keep: int = typer.Option(10, "--keep", help="messages of history kept"),
+    ) -> None:
+        """Chat in the terminal with a local model or a running server; streams replies."""
+        from hwkit.server_chat import chat_loop
+
+        chat_loop(
+            model=model,
+            url=url,
+            token=token or os.environ.get("HWKIT_SERVE_TOKEN"),
+            system=system,
+            message=message,
+            max_tokens=max_tokens,
+            keep=keep,
+            out=sys.stdout,
+        )

@@ -1,0 +1,85 @@
+"""``hwkit chat``: a terminal chat that streams from a local model or an hwkit/OpenAI server."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from typing import TextIO
+
+Message = dict[str, str]
+Responder = Callable[[list[Message]], Iterator[str]]
+
+
+def chat_loop(
+    *,
+    model: str,
+    url: str | None,
+    token: str | None,
+    system: str | None,
+    message: str | None,
+    max_tokens: int,
+    keep: int,
+    out: TextIO = sys.stdout,
+) -> None:
+    """Read a line, stream the reply, repeat (``/exit`` or end of input stops)."""
+    history: list[Message] = []
+    respond = _remote(url, token, model, max_tokens) if url else _local(model, max_tokens)
+    lines: Iterator[str] = iter([message]) if message is not None else _prompts(out)
+    for line in lines:
+        text = line.strip()
+        if text in ("/exit", "/quit"):
+            break
+        if not text:
+            continue
+        history.append({"role": "user", "content": text})
+        history = history[-keep:]
+        messages = ([{"role": "system", "content": system}] if system else []) + history
+        reply = []
+        for piece in respond(messages):
+            out.write(piece)
+            out.flush()
+            reply.append(piece)
+        out.write("\n")
+        history.append({"role": "assistant", "content": "".join(reply)})
+
+
+def _prompts(out: TextIO) -> Iterator[str]:
+    while True:
+        out.write("> ")
+        out.flush()
+        line = sys.stdin.readline()
+        if not line:
+            return
+        yield line
+
+
+def _remote(url: str, token: str | None, model: str, max_tokens: int) -> Responder:
+    from openai import OpenAI
+
+    client = OpenAI(base_url=url, api_key=token or "none", max_retries=0)
+
+    def respond(messages: list[Message]) -> Iterator[str]:
+        stream = client.chat.completions.create(
+            model=model,
+            messages=messages,  # type: ignore[arg-type]
+            max_tokens=max_tokens,
+            stream=True,
+        )
+        for chunk in stream:
+            if chunk.choices and chunk.choices[0].delta.content:
+                yield chunk.choices[0].delta.content
+
+    return respond
+
+
+def _local(model: str, max_tokens: int) -> Responder:
+    from hwkit import server_generate as gen
+    from hwkit.server_models import ModelPool, default_budget
+
+    loaded = ModelPool({model: model}, default_budget()).get(model)
+
+    def respond(messages: list[Message]) -> Iterator[str]:
+        prompt = gen.build_prompt(loaded.tokenizer, loaded.model, messages, max_tokens)
+        yield from gen.stream(loaded.model, loaded.tokenizer, prompt)
+
+    return respond

@@ -1,0 +1,133 @@
+"""The ``gguf`` exporter: f16/q8_0 written by us, q4_k_m by llama.cpp's quantizer, every
+file verified against the torch model in llama.cpp before it gets its final name."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from hwkit.errors import UnavailableError, UsageError
+from hwkit.exporter import Exporter
+from hwkit.log import get_logger
+from hwkit.plugins.exporters.errors import VerificationError
+from hwkit.plugins.exporters.gguf_writer import check_supported, write_gguf
+from hwkit.plugins.exporters.source import Source, resolve_source
+from hwkit.plugins.exporters.staging import staged_file, update_report
+from hwkit.plugins.exporters.verify import (
+    agreement,
+    llama_cpp_argmax,
+    prompt_token_ids,
+    tokenizer_agreement,
+    torch_argmax,
+)
+
+log = get_logger(__name__)
+
+QUANTS = ("f16", "q8_0", "q4_k_m")
+# Top-1 next-token agreement with the float32 torch model required before renaming.
+THRESHOLDS = {"f16": 0.99, "q8_0": 0.99, "q4_k_m": 0.90}
+LLAMA_CPP_HINT = 'CMAKE_ARGS="-DGGML_NATIVE=OFF" pip install llama-cpp-python'
+
+
+def have_llama_cpp() -> bool:
+    return importlib.util.find_spec("llama_cpp") is not None
+
+
+def quantize_q4_k_m(src: Path, dst: Path, threads: int = 0) -> None:
+    """llama.cpp's own quantizer (as ``llama-quantize``) through llama-cpp-python."""
+    import ctypes
+
+    import llama_cpp
+
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M
+    params.nthread = threads or (os.cpu_count() or 1)
+    rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))
+    if rc != 0:
+        raise UnavailableError(f"llama.cpp failed to quantize {src.name} to q4_k_m (code {rc})")
+
+
+class GGUFExporter(Exporter):
+    """``export(source, out_dir, quant="q8_0")`` -> ``out_dir/<name>-<quant>.gguf``."""
+
+    name = "gguf"
+
+    def export(self, source: Path, output: Path, **options: Any) -> Path:
+        quant = str(options.get("quant") or "q8_0").lower()
+        if quant not in QUANTS:
+            raise UsageError(
+                f"unknown GGUF quantisation {quant!r}", hint=f"choose from {', '.join(QUANTS)}"
+            )
+        verify = bool(options.get("verify", True))
+        threshold = float(options.get("min_agreement") or THRESHOLDS[quant])
+        src = options.get("resolved") or resolve_source(source)
+        check_supported(src.config())
+        if (verify or quant == "q4_k_m") and not have_llama_cpp():
+            raise UnavailableError(
+                f"llama-cpp-python is needed to {'quantize' if quant == 'q4_k_m' else 'verify'} "
+                "GGUF exports",
+                hint=f"{LLAMA_CPP_HINT}, or pass --no-verify for f16/q8_0",
+            )
+        out_dir = Path(output)
+        final = out_dir / f"{options.get('name') or src.label}-{quant}.gguf"
+        start = time.perf_counter()
+        model = options.get("model") or src.load_model()
+        tokenizer = src.load_tokenizer()
+        with staged_file(final) as tmp:
+            figures = self._write(src, model, tokenizer, tmp, quant, out_dir)
+            figures["file_bytes"] = tmp.stat().st_size
+            if verify:
+                figures.update(self._verify(model, tokenizer, tmp))
+                figures["threshold"] = threshold
+                if figures["top1_agreement"] < threshold:
+                    raise VerificationError(
+                        f"{final.name}: top-1 agreement {figures['top1_agreement']:.3f} with the "
+                        f"torch model is below {threshold}",
+                        hint="nothing was written under the final name; try a finer quant",
+                    )
+            figures.update(verified=verify, seconds=round(time.perf_counter() - start, 2))
+        figures.update(exporter=self.name, quant=quant, source=str(source), file=final.name)
+        update_report(out_dir, final.name, figures)
+        log.info(
+            "export.gguf", file=str(final), quant=quant, agreement=figures.get("top1_agreement")
+        )
+        return final
+
+    def _write(
+        self, src: Source, model: Any, tokenizer: Any, tmp: Path, quant: str, out_dir: Path
+    ) -> dict[str, Any]:
+        state = model.state_dict()
+        kwargs = {
+            "state": state,
+            "config": src.config(),
+            "tokenizer": tokenizer,
+            "tokenizer_dir": src.tokenizer_dir,
+            "name": src.label,
+        }
+        if quant != "q4_k_m":
+            return {"tensor_types": write_gguf(tmp, quant=quant, **kwargs)}
+        fd, f16 = tempfile.mkstemp(prefix=".f16-", suffix=".gguf.partial", dir=out_dir)
+        os.close(fd)
+        try:
+            write_gguf(Path(f16), quant="f16", **kwargs)
+            quantize_q4_k_m(Path(f16), tmp)
+        finally:
+            Path(f16).unlink(missing_ok=True)
+        return {"quantizer": "llama.cpp llama_model_quantize (LLAMA_FTYPE_MOSTLY_Q4_K_M)"}
+
+    def _verify(self, model: Any, tokenizer: Any, gguf: Path) -> dict[str, Any]:
+        seqs = prompt_token_ids(tokenizer)
+        figures = agreement(torch_argmax(model, seqs), llama_cpp_argmax(gguf, seqs))
+        figures["tokenizer_agreement"] = tokenizer_agreement(tokenizer, gguf)
+        figures["runtime"] = "llama-cpp-python " + _llama_cpp_version()
+        return figures
+
+
+def _llama_cpp_version() -> str:
+    import llama_cpp
+
+    return str(getattr(llama_cpp, "__version__", "?"))

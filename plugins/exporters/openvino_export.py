@@ -1,0 +1,150 @@
+"""The ``openvino`` exporter: OpenVINO IR (FP16 weights, or INT8 weights via NNCF).
+
+The IR is converted from the torch model with ``openvino.convert_model`` and takes
+``input_ids``/``attention_mask`` and returns full-sequence logits: no KV cache. That is
+what verification needs and what a re-ranker or scorer uses; token-by-token generation
+re-runs the whole prefix (see docs/export.md).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+
+
+from hwkit.errors import UsageError
+from hwkit.exporter import Exporter
+from hwkit.log import get_logger
+from hwkit.plugins.exporters.errors import VerificationError
+from hwkit.plugins.exporters.source import resolve_source
+from hwkit.plugins.exporters.staging import staged_dir, update_report, write_json_atomic
+from hwkit.plugins.exporters.verify import agreement, prompt_token_ids, torch_argmax
+
+log = get_logger(__name__)
+
+PRECISIONS = ("fp16", "int8")
+THRESHOLDS = {"fp16": 0.99, "int8": 0.90}
+IR_NAME = "openvino_model.xml"
+
+
+def convert(model: Any) -> Any:
+    """torch causal LM -> ``ov.Model`` with dynamic batch and sequence length."""
+    import openvino as ov
+    import torch
+
+    class _Logits(torch.nn.Module):
+        def __init__(self, inner: Any) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+            return self.inner(
+                input_ids=input_ids, attention_mask=attention_mask, use_cache=False
+            ).logits
+
+    example = {
+        "input_ids": torch.ones(1, 8, dtype=torch.long),
+        "attention_mask": torch.ones(1, 8, dtype=torch.long),
+    }
+    with torch.inference_mode():
+        ov_model = ov.convert_model(
+            _Logits(model.eval()),
+            example_input=example,
+            input=[
+                ("input_ids", ov.PartialShape([-1, -1]), ov.Type.i64),
+                ("attention_mask", ov.PartialShape([-1, -1]), ov.Type.i64),
+            ],
+        )
+    ov_model.outputs[0].get_tensor().set_names({"logits"})
+    return ov_model
+
+
+def openvino_argmax(xml: Path, seqs: list[list[int]], device: str = "CPU") -> list[np.ndarray]:
+    """Argmax of the IR's logits at every position, compiled for ``device``."""
+    import numpy as np
+    import openvino as ov
+
+    compiled = ov.Core().compile_model(str(xml), device)
+    out = []
+    for ids in seqs:
+        arr = np.asarray([ids], dtype=np.int64)
+        logits = compiled({"input_ids": arr, "attention_mask": np.ones_like(arr)})[0]
+        out.append(np.asarray(logits)[0].argmax(-1))
+    return out
+
+
+def _precisions(value: Any) -> list[str]:
+    raw = value if isinstance(value, list | tuple) else str(value or "fp16").split(",")
+    out = []
+    for item in raw:
+        p = {"f16": "fp16", "q8_0": "int8"}.get(
+            str(item).strip().lower(), str(item).strip().lower()
+        )
+        if p not in PRECISIONS:
+            raise UsageError(
+                f"unknown OpenVINO precision {p!r}", hint=f"choose from {', '.join(PRECISIONS)}"
+            )
+        out.append(p)
+    return sorted(set(out), key=PRECISIONS.index)  # fp16 first: INT8 compression is in place
+
+
+class OpenVINOExporter(Exporter):
+    """``export(source, out_dir, precision="fp16")`` -> ``out_dir/openvino-fp16/``.
+
+    ``precision="fp16,int8"`` writes both from one conversion and returns ``out_dir``.
+    """
+
+    name = "openvino"
+
+    def export(self, source: Path, output: Path, **options: Any) -> Path:
+        import openvino as ov
+
+        precisions = _precisions(options.get("precision") or options.get("quant"))
+        device = str(options.get("device") or "CPU")
+        src = resolve_source(source)
+        start = time.perf_counter()
+        model = options.get("model") or src.load_model()
+        tokenizer = src.load_tokenizer()
+        seqs = prompt_token_ids(tokenizer)
+        reference = torch_argmax(model, seqs)
+        ov_model = convert(model)
+        finals = []
+        for precision in precisions:
+            threshold = float(options.get("min_agreement") or THRESHOLDS[precision])
+            if precision == "int8":
+                import nncf
+
+                ov_model = nncf.compress_weights(ov_model, mode=nncf.CompressWeightsMode.INT8_ASYM)
+            final = Path(output) / f"openvino-{precision}"
+            with staged_dir(final) as tmp:
+                ov.save_model(ov_model, str(tmp / IR_NAME), compress_to_fp16=precision == "fp16")
+                tokenizer.save_pretrained(str(tmp))
+                model.config.save_pretrained(str(tmp))
+                figures = agreement(reference, openvino_argmax(tmp / IR_NAME, seqs, device))
+                figures.update(
+                    threshold=threshold,
+                    device=device,
+                    precision=precision,
+                    runtime=f"openvino {ov.get_version()}",
+                    kv_cache=False,
+                )
+                if figures["top1_agreement"] < threshold:
+                    raise VerificationError(
+                        f"OpenVINO {precision} top-1 agreement {figures['top1_agreement']:.3f} "
+                        f"is below {threshold}",
+                        hint="nothing was written under the final name",
+                    )
+                figures.update(
+                    exporter=self.name,
+                    source=str(source),
+                    seconds=round(time.perf_counter() - start, 2),
+                )
+                write_json_atomic(tmp / "export.json", figures)
+            update_report(Path(output), final.name, figures)
+            log.info("export.openvino", dir=str(final), agreement=figures["top1_agreement"])
+            finals.append(final)
+        return finals[0] if len(finals) == 1 else Path(output)

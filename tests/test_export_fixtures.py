@@ -1,0 +1,57 @@
+"""Shared fixtures for the export and server tests: SmolLM2 and a LoRA run made with peft.
+
+Import with ``from tests.test_export_fixtures import lora_run, merged_lora, smol  # noqa``.
+The adapter's B matrices are random (not peft's zeros) so merging changes the model.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+MODEL = "smollm2-135m-instruct"
+PERSONA = "You are Ada, a terse assistant."
+
+
+@pytest.fixture(scope="session")
+def smol() -> Path:
+    """The local SmolLM2-135M-Instruct HF directory (converted once from the shipped GGUF)."""
+    from hwkit.models import resolve_model
+
+    return resolve_model(MODEL)
+
+
+@pytest.fixture(scope="session")
+def lora_run(smol: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run directory as the trainers write it: adapter, tokenizer, config.toml."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    run = tmp_path_factory.mktemp("lora-run")
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_pretrained(str(smol), dtype=torch.float32)
+    cfg = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
+    model = get_peft_model(base, cfg)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0.0, 0.02)
+    model.save_pretrained(str(run))
+    AutoTokenizer.from_pretrained(str(smol)).save_pretrained(str(run))
+    (run / "config.toml").write_text(
+        f'model = "{MODEL}"\nmethod = "lora"\nsystem = "{PERSONA}"\n', encoding="utf-8"
+    )
+    return run
+
+
+@pytest.fixture(scope="session")
+def merged_lora(lora_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The LoRA run merged into a standalone HF directory by the ``merged`` exporter."""
+    from hwkit.plugins.exporters import MergedExporter
+
+    return MergedExporter().export(lora_run, tmp_path_factory.mktemp("merged") / "merged")

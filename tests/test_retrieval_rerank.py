@@ -1,0 +1,89 @@
+"""Cross-encoder reranking with a locally built sequence classifier.
+
+No pretrained cross-encoder is available offline, so the model is all-MiniLM-L6-v2's
+encoder with a seeded, randomly initialised one-logit head, saved to a temp dir. The
+test checks the mechanics (candidates, order, persistence) against sentence-transformers'
+own CrossEncoder on the same directory, not ranking quality.
+"""
+
+from __future__ import annotations
+
+import json
+from itertools import pairwise
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hwkit.errors import NotFoundError
+from hwkit.plugins.retrievers.bm25 import BM25Retriever
+from hwkit.plugins.retrievers.rerank import RerankRetriever
+from hwkit.retriever import Document
+
+
+@pytest.fixture(scope="module")
+def cross_encoder_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from hwkit.plugins.embedders import default_model_path
+
+    torch.manual_seed(0)
+    src = default_model_path()
+    out = tmp_path_factory.mktemp("cross_encoder")
+    model = AutoModelForSequenceClassification.from_pretrained(
+        str(src), num_labels=1, local_files_only=True
+    )
+    model.save_pretrained(out)  # safetensors by default
+    AutoTokenizer.from_pretrained(str(src), local_files_only=True).save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def corpus(shared_data: Path) -> list[Document]:
+    with (shared_data / "scifact" / "corpus.jsonl").open() as fh:
+        rows = [json.loads(line) for _, line in zip(range(300), fh, strict=False)]
+    return [Document(r["_id"], r["text"], r["title"]) for r in rows]
+
+
+def test_rerank_reorders_first_stage_like_sentence_transformers(
+    tmp_path: Path, cross_encoder_dir: Path, corpus: list[Document]
+) -> None:
+    from sentence_transformers import CrossEncoder
+
+    query = "white matter development in newborn brains"
+    rr = RerankRetriever(cross_encoder_dir, top_n=20, max_length=256)
+    rr.index(corpus)
+    first = rr.first_stage.search(query, 20)
+    hits = rr.search(query, 20)
+    assert {h.id for h in hits} == {h.id for h in first}  # same candidates, new order
+    assert all(a.score >= b.score for a, b in pairwise(hits))
+
+    texts = {d.id: f"{d.title} {d.text}" for d in corpus}
+    reference = CrossEncoder(
+        str(cross_encoder_dir),
+        local_files_only=True,
+        max_length=256,
+        activation_fn=torch_identity(),
+    )
+    expected = reference.predict([(query, texts[h.id]) for h in first])
+    assert np.allclose(sorted(expected, reverse=True), [h.score for h in hits], atol=1e-4)
+    assert [h.id for h in hits][:5] == [first[i].id for i in np.argsort(-expected, kind="stable")][
+        :5
+    ]
+
+    rr.save(tmp_path / "idx")
+    loaded = RerankRetriever.load(tmp_path / "idx")
+    assert isinstance(loaded.first_stage, BM25Retriever)
+    assert [h.id for h in loaded.search(query, 10)] == [h.id for h in hits[:10]]
+
+
+def torch_identity() -> object:
+    import torch
+
+    return torch.nn.Identity()
+
+
+def test_rerank_needs_a_model_directory(tmp_path: Path) -> None:
+    with pytest.raises(NotFoundError, match="cross-encoder model directory not found"):
+        RerankRetriever(tmp_path / "missing")
