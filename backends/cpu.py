@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+
 from hwkit.device import Backend, BackendStatus, Capabilities, Device, MemorySnapshot
 from hwkit.hookspecs import hookimpl
 

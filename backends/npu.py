@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+
 from hwkit.device import Backend, BackendStatus, Capabilities, Device, MemorySnapshot
 from hwkit.hookspecs import hookimpl
 from hwkit.log import get_logger

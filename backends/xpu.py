@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+
 from hwkit.device import Backend, BackendStatus, Capabilities, Device, MemorySnapshot, Telemetry
 from hwkit.hookspecs import hookimpl
 from hwkit.log import get_logger

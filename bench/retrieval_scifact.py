@@ -4,6 +4,8 @@
     python bench/retrieval_scifact.py --tune-alpha          # + choose hybrid alpha on TRAIN
     python bench/retrieval_scifact.py --finetuned DIR       # + dense/hybrid with DIR's model
     python bench/retrieval_scifact.py --index /tmp/sf_idx   # reuse (or create) a saved index
+    python bench/retrieval_scifact.py --index /tmp/sf_idx --tune-only   # only the alpha sweep
+    python bench/retrieval_scifact.py --tune-bm25           # k1/b grid on TRAIN
 
 Prints nDCG@10 / Recall@100 / MRR@10 and per-query search latency (p50/p95, query
 embedding included) for bm25 (ours: stemming + stopwords), plain bm25s (its default
@@ -26,7 +28,13 @@ os.environ.setdefault("HWKIT_LOG_LEVEL", "WARNING")
 
 import numpy as np
 
-from hwkit.plugins.retrievers.beir import evaluate_retriever, load_beir, read_qrels, score_run
+from hwkit.plugins.retrievers.beir import (
+    evaluate_retriever,
+    latency_summary,
+    load_beir,
+    read_qrels,
+    score_run,
+)
 from hwkit.plugins.retrievers.bm25 import BM25Retriever, top_k
 from hwkit.plugins.retrievers.embedding import make_embedder
 from hwkit.plugins.retrievers.hybrid import HybridRetriever
@@ -134,6 +142,45 @@ def tune_alpha(hybrid: HybridRetriever, data_dir: Path) -> tuple[float, list[dic
     return best[1], table
 
 
+def tune_bm25(data_dir: Path) -> list[dict[str, Any]]:
+    """k1 x b grid for BM25 on the TRAIN qrels (Lucene BM25, stemming, stopwords)."""
+    train = load_beir(data_dir, "train")
+    table = []
+    print("\nBM25 k1/b tuning on TRAIN qrels")
+    base = BM25Retriever()
+    base.index(train.corpus)
+    for k1 in (0.9, 1.2, 1.5):
+        for b in (0.6, 0.75, 0.9):
+            r = BM25Retriever(k1=k1, b=b)
+            r.docs, r._doc_tokens = base.docs, base._doc_tokens
+            r._build()
+            run = {
+                q: {h.id: h.score for h in r.search(t, 100)}
+                for q, t in train.split_queries().items()
+            }
+            m = score_run(train.qrels, run)
+            table.append({"k1": k1, "b": b, **m})
+            print(f"  k1={k1} b={b}  nDCG@10={m['ndcg@10']:.4f}", flush=True)
+    return table
+
+
+def latency_only(hybrid: HybridRetriever, data: Any, n: int) -> dict[str, Any]:
+    """Wall and CPU time of ``n`` single-query hybrid searches (CPU time is what the process
+    itself used: on a shared, overloaded machine it is closer to an idle machine's latency)."""
+    texts = list(data.split_queries().values())[:n]
+    for t in texts[:3]:
+        hybrid.search(t, 10)
+    wall, cpu = [], []
+    for t in texts:
+        w0, c0 = time.perf_counter(), time.process_time()
+        hybrid.search(t, 100)
+        cpu.append(time.process_time() - c0)
+        wall.append(time.perf_counter() - w0)
+    out = {"queries": n, "wall_ms": latency_summary(wall), "cpu_ms": latency_summary(cpu)}
+    print(json.dumps(out, indent=2))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     default_data = (
         Path(os.environ.get("HWKIT_SHARED_DATA", REPO.parent / "shared" / "data")) / "scifact"
@@ -154,12 +201,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--tune-only", action="store_true", help="with --index: only run the train tuning"
     )
+    ap.add_argument("--latency-only", type=int, default=0, help="N hybrid queries, then exit")
+    ap.add_argument("--tune-bm25", action="store_true", help="k1/b grid on TRAIN, then exit")
     ap.add_argument("--alpha", type=float, default=None, help="override the hybrid alpha")
     ap.add_argument("--json", type=Path, default=None, help="write the rows as JSON here")
     args = ap.parse_args(argv)
 
     import torch
 
+    if args.tune_bm25:
+        table = tune_bm25(args.data)
+        if args.json:
+            args.json.write_text(json.dumps({"bm25_tuning": table}, indent=2))
+        return 0
     data = load_beir(args.data, "test")
     print(
         f"SciFact: {len(data.corpus)} docs, {len(data.qrels)} test queries; "
@@ -186,6 +240,12 @@ def main(argv: list[str] | None = None) -> int:
             build["save_s"] = time.perf_counter() - t0
     if args.alpha is not None:
         hybrid.alpha = args.alpha
+    if args.latency_only:
+        print(f"embedder {embedder.name}, load avg {os.getloadavg()[0]:.1f}")
+        result = latency_only(hybrid, data, args.latency_only)
+        if args.json:
+            args.json.write_text(json.dumps(result, indent=2))
+        return 0
     if args.tune_only:
         best, table = tune_alpha(hybrid, args.data)
         if args.json:

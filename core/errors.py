@@ -6,6 +6,11 @@ anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from hwkit.plan import Plan
+
 # Exit codes, documented in docs/cli.md.
 EXIT_OK = 0
 EXIT_ERROR = 1  # unexpected failure (a bug): traceback shown
@@ -15,6 +20,7 @@ EXIT_NOT_FOUND = 4  # a named thing (profile, plugin, model, file) does not exis
 EXIT_NO_FIT = 5  # the allocator found no plan that fits the hardware
 EXIT_UNAVAILABLE = 6  # a device, backend, database or server is unreachable
 EXIT_NOT_READY = 7  # `hwkit data check`: the data does not meet the readiness minimums
+EXIT_VERIFY_FAILED = 8  # an export failed its verification; nothing was renamed into place
 EXIT_INTERRUPTED = 130
 
 
@@ -63,6 +69,7 @@ class NoFitError(HwkitError):
     """No plan fits; carries the nearest plan that would."""
 
     exit_code = EXIT_NO_FIT
+    nearest: Plan | None  # set by the planner
 
 
 class UnavailableError(HwkitError):

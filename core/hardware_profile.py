@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import tomllib
-from hwkit.errors import ConfigError, NotFoundError, UnknownNameError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from hwkit.errors import ConfigError, NotFoundError, UnknownNameError
 
 if TYPE_CHECKING:
     from hwkit.device import Device

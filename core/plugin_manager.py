@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pluggy
+
 from hwkit import hookspecs
 from hwkit.errors import HwkitError
 from hwkit.registry import Registry

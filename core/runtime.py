@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import psutil
+
 from hwkit.device import Backend, Device
 from hwkit.hardware_profile import ActiveProfile, HardwareProfile, profile_for, select_profile
 from hwkit.plugin_manager import PluginManager, load_plugins

@@ -429,8 +429,8 @@ async def _stream(
                 piece = await anyio.to_thread.run_sync(next, it, done)
                 if piece is done:
                     break
-                pieces.append(piece)
-                yield chunk({"content": piece})
+                pieces.append(str(piece))
+                yield chunk({"content": str(piece)})
         except HwkitError as exc:
             err = {
                 "error": {

@@ -66,8 +66,9 @@ def _remote(url: str, token: str | None, model: str, max_tokens: int) -> Respond
             stream=True,
         )
         for chunk in stream:
-            if chunk.choices and chunk.choices[0].delta.content:
-                yield chunk.choices[0].delta.content
+            choices = getattr(chunk, "choices", None)
+            if choices and choices[0].delta.content:
+                yield str(choices[0].delta.content)
 
     return respond
 

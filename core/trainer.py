@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
+    from pydantic import BaseModel
+
     from hwkit.device import Device
     from hwkit.plan import Plan
     from hwkit.runtime import Runtime
-    from pydantic import BaseModel
 
 
 @dataclass

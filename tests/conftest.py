@@ -15,6 +15,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Converted models and OpenVINO IR go to a cache inside the checkout (ignored by git), never
+# into the developer's own ~/.cache/hwkit.
+os.environ.setdefault("HWKIT_CACHE_DIR", str(REPO / ".cache" / "hwkit-test"))
 
 
 @pytest.fixture(scope="session")

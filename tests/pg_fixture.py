@@ -26,8 +26,10 @@ INSTALL_HINT = "PostgreSQL server binaries not found: apt-get install -y postgre
 
 def find_pg_bin() -> Path | None:
     """The newest /usr/lib/postgresql/N/bin that has initdb and pg_ctl (or initdb on PATH)."""
-    dirs = sorted(Path("/usr/lib/postgresql").glob("*/bin"),
-                  key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0)
+    dirs = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin"),
+        key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
+    )
     for d in reversed(dirs):
         if (d / "initdb").exists() and (d / "pg_ctl").exists():
             return d
@@ -53,8 +55,14 @@ class PgServer:
     def connect(self, db: str = "postgres"):  # type: ignore[no-untyped-def]
         import psycopg
 
-        return psycopg.connect(host=self.host, port=self.port, user=self.user, dbname=db,
-                               autocommit=True, connect_timeout=10)
+        return psycopg.connect(
+            host=self.host,
+            port=self.port,
+            user=self.user,
+            dbname=db,
+            autocommit=True,
+            connect_timeout=10,
+        )
 
 
 @pytest.fixture(scope="session")
@@ -85,12 +93,33 @@ def postgres_server() -> Iterator[PgServer]:
         if proc.returncode != 0:
             raise RuntimeError(f"{args[0]} failed: {proc.stderr.strip() or proc.stdout.strip()}")
 
-    run(str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
-        "-E", "UTF8", "--locale=C", "--no-sync")
+    run(
+        str(bindir / "initdb"),
+        "-D",
+        str(data),
+        "-U",
+        "postgres",
+        "--auth=trust",
+        "-E",
+        "UTF8",
+        "--locale=C",
+        "--no-sync",
+    )
     opts = f"-p {port} -c listen_addresses=127.0.0.1 -k {base} -F"
     try:
-        run(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log), "-o", opts, "-w",
-            "-t", "30", "start")
+        run(
+            str(bindir / "pg_ctl"),
+            "-D",
+            str(data),
+            "-l",
+            str(log),
+            "-o",
+            opts,
+            "-w",
+            "-t",
+            "30",
+            "start",
+        )
     except RuntimeError as exc:
         text = log.read_text() if log.exists() else ""
         shutil.rmtree(base, ignore_errors=True)
@@ -98,8 +127,11 @@ def postgres_server() -> Iterator[PgServer]:
     try:
         yield PgServer("127.0.0.1", port, "postgres")
     finally:
-        subprocess.run([*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate",
-                        "-w", "stop"], capture_output=True, timeout=60)
+        subprocess.run(
+            [*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"],
+            capture_output=True,
+            timeout=60,
+        )
         shutil.rmtree(base, ignore_errors=True)
 
 
@@ -112,14 +144,18 @@ def sample_rows() -> list[dict[str, object]]:
 
 
 PROFILES = [
-    ("Backend engineer, 6 years Go and PostgreSQL, led a payments migration.", 8,
-     ["relevant stack", "led a migration"]),
-    ("Recent graduate, one internship, interested in web design.", 4,
-     ["little experience"]),
-    ("Data analyst with strong SQL and dashboards, no Python.", 6,
-     ["strong SQL", "no Python"]),
-    ("Site reliability engineer, Kubernetes, on-call lead, wrote runbooks.", 9,
-     ["operations depth", "leadership"]),
+    (
+        "Backend engineer, 6 years Go and PostgreSQL, led a payments migration.",
+        8,
+        ["relevant stack", "led a migration"],
+    ),
+    ("Recent graduate, one internship, interested in web design.", 4, ["little experience"]),
+    ("Data analyst with strong SQL and dashboards, no Python.", 6, ["strong SQL", "no Python"]),
+    (
+        "Site reliability engineer, Kubernetes, on-call lead, wrote runbooks.",
+        9,
+        ["operations depth", "leadership"],
+    ),
 ]
 
 
@@ -131,17 +167,30 @@ def postgres_url(postgres_server: PgServer) -> str:
         conn.execute("DROP DATABASE IF EXISTS hwkit_test")
         conn.execute("CREATE DATABASE hwkit_test")
     with postgres_server.connect("hwkit_test") as conn:
-        conn.execute("CREATE TABLE reflections (id integer PRIMARY KEY, question text NOT NULL, "
-                     "answer text NOT NULL, category text NOT NULL, confidence real)")
+        conn.execute(
+            "CREATE TABLE reflections (id integer PRIMARY KEY, question text NOT NULL, "
+            "answer text NOT NULL, category text NOT NULL, confidence real)"
+        )
         with conn.cursor() as cur:
             cur.executemany(
                 "INSERT INTO reflections VALUES (%s, %s, %s, %s, %s)",
-                [(r["id"], r["question"], r["answer"], r["category"], 0.5 + (int(r["id"]) % 5) / 10)  # type: ignore[call-overload]
-                 for r in sample_rows()],
+                [
+                    (
+                        r["id"],
+                        r["question"],
+                        r["answer"],
+                        r["category"],
+                        0.5 + (int(r["id"]) % 5) / 10,
+                    )  # type: ignore[call-overload]
+                    for r in sample_rows()
+                ],
             )
-            cur.execute("CREATE TABLE profiles (id serial PRIMARY KEY, profile_text text, "
-                        "score integer, reasons jsonb)")
-            cur.executemany("INSERT INTO profiles (profile_text, score, reasons) "
-                            "VALUES (%s, %s, %s::jsonb)",
-                            [(t, s, json.dumps(r)) for t, s, r in PROFILES])
+            cur.execute(
+                "CREATE TABLE profiles (id serial PRIMARY KEY, profile_text text, "
+                "score integer, reasons jsonb)"
+            )
+            cur.executemany(
+                "INSERT INTO profiles (profile_text, score, reasons) VALUES (%s, %s, %s::jsonb)",
+                [(t, s, json.dumps(r)) for t, s, r in PROFILES],
+            )
     return postgres_server.url("hwkit_test")

@@ -13,9 +13,10 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-import hwkit.profiles
 import pytest
 import torch
+
+import hwkit.profiles
 from hwkit.backends import cuda
 from hwkit.backends.cuda import (
     CUDABackend,

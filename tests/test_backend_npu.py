@@ -15,6 +15,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+
 from hwkit.backends.npu import (
     DEV_ACCEL,
     NPU_CAPABILITIES,

@@ -13,6 +13,7 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
+
 from hwkit.backends.xpu import (
     SYS_DRM,
     WSL_GPU,

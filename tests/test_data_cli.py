@@ -10,12 +10,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
+
 from hwkit import log
 from hwkit.cli import app
 from hwkit.errors import ConfigError
 from hwkit.plugins.data import EXIT_NOT_READY
 from hwkit.plugins.data.samples import PERSONA_QUERY, persona_sample_path
-from typer.testing import CliRunner
 
 runner = CliRunner()
 
@@ -36,16 +37,26 @@ def test_check_ready_sample_prints_the_table() -> None:
 
 def test_check_not_ready_exits_7_with_json(shared_data: Path, tmp_path: Path) -> None:
     rejects = tmp_path / "rejects.jsonl"
-    result = runner.invoke(app, ["data", "check", str(shared_data / "sft" / "alpaca_1k.json"),
-                                 "--json", "--rejects", str(rejects)])
+    result = runner.invoke(
+        app,
+        [
+            "data",
+            "check",
+            str(shared_data / "sft" / "alpaca_1k.json"),
+            "--json",
+            "--rejects",
+            str(rejects),
+        ],
+    )
     assert result.exit_code == EXIT_NOT_READY == 7
     report = json.loads(result.stdout)
     assert report["ready"] is False and report["rows_in"] == 1000
     assert [c["name"] for c in report["checks"] if not c["met"]] == ["categories"]
     assert report["rows_in"] == report["rows_kept"] + report["rows_rejected"]
     assert rejects.exists() and report["rejects_path"] == str(rejects)
-    relaxed = runner.invoke(app, ["data", "check", str(shared_data / "sft" / "alpaca_1k.json"),
-                                  "--min-categories", "0"])
+    relaxed = runner.invoke(
+        app, ["data", "check", str(shared_data / "sft" / "alpaca_1k.json"), "--min-categories", "0"]
+    )
     assert relaxed.exit_code == 0, relaxed.output
 
 
@@ -55,11 +66,28 @@ def test_sample_then_prepare_writes_all_files_from_sqlite(tmp_path: Path) -> Non
     info = json.loads(sample.stdout)
     assert info["jsonl"] == str(persona_sample_path()) and info["query"] == PERSONA_QUERY
     out = tmp_path / "prepared"
-    result = runner.invoke(app, ["data", "prepare", info["sqlite_url"], "--query", info["query"],
-                                 "--out", str(out), "--system-prompt", "You are Tomas.", "--json"])
+    result = runner.invoke(
+        app,
+        [
+            "data",
+            "prepare",
+            info["sqlite_url"],
+            "--query",
+            info["query"],
+            "--out",
+            str(out),
+            "--system-prompt",
+            "You are Tomas.",
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in out.iterdir()) == [
-        "rejects.jsonl", "report.json", "train.jsonl", "validation.jsonl"]
+        "rejects.jsonl",
+        "report.json",
+        "train.jsonl",
+        "validation.jsonl",
+    ]
     report = json.loads((out / "report.json").read_text())
     assert report == {k: v for k, v in json.loads(result.stdout).items() if k != "files"}
     train = [json.loads(x) for x in (out / "train.jsonl").read_text().splitlines()]
@@ -74,22 +102,39 @@ def test_toml_config_with_relative_source_and_overrides(tmp_path: Path) -> None:
     rows.append({"question": "Empty?", "answer": "", "category": "x"})
     (tmp_path / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     cfg = tmp_path / "train.toml"
-    cfg.write_text('[data]\nsource = "rows.jsonl"\nvalidation_fraction = 0.25\n'
-                   "[data.thresholds]\nmin_answers = 10\nmin_total_words = 500\n")
+    cfg.write_text(
+        '[data]\nsource = "rows.jsonl"\nvalidation_fraction = 0.25\n'
+        "[data.thresholds]\nmin_answers = 10\nmin_total_words = 500\n"
+    )
     out = tmp_path / "out"
     elsewhere = tmp_path / "cwd"
     elsewhere.mkdir()
     cwd = os.getcwd()
     os.chdir(elsewhere)
     try:
-        result = runner.invoke(app, ["data", "prepare", str(cfg), "--out", str(out),
-                                     "--min-categories", "2", "--require-ready"])
+        result = runner.invoke(
+            app,
+            [
+                "data",
+                "prepare",
+                str(cfg),
+                "--out",
+                str(out),
+                "--min-categories",
+                "2",
+                "--require-ready",
+            ],
+        )
     finally:
         os.chdir(cwd)
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
-    assert report["thresholds"] == {"min_answers": 10, "min_words_per_answer": 30.0,
-                                    "min_categories": 2, "min_total_words": 500}
+    assert report["thresholds"] == {
+        "min_answers": 10,
+        "min_words_per_answer": 30.0,
+        "min_categories": 2,
+        "min_total_words": 500,
+    }
     assert report["validation"] == 3 and report["rejected_by_reason"] == {"empty_answer": 1}
     reject = json.loads((out / "rejects.jsonl").read_text())
     assert reject["line"] == 13 and reject["reason"] == "empty_answer"
@@ -107,9 +152,20 @@ def test_bad_config_field_is_one_line_naming_file_and_field(tmp_path: Path) -> N
 def test_entry_point_prints_one_line_and_exit_code_for_unreachable_db() -> None:
     env = {**os.environ, "HWKIT_LOG_LEVEL": "ERROR"}
     proc = subprocess.run(
-        [sys.executable, "-m", "hwkit", "data", "check",
-         "postgresql://scorer:hunter2-secret@127.0.0.1:9/profiles", "--query", "SELECT 1"],
-        capture_output=True, text=True, timeout=60, env=env,
+        [
+            sys.executable,
+            "-m",
+            "hwkit",
+            "data",
+            "check",
+            "postgresql://scorer:hunter2-secret@127.0.0.1:9/profiles",
+            "--query",
+            "SELECT 1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
     )
     assert proc.returncode == 6
     lines = proc.stderr.strip().splitlines()

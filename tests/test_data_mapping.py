@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from hwkit.errors import ConfigError
 from hwkit.plugins.data import DataConfig, prepare
 
@@ -18,44 +19,72 @@ def _jsonl(tmp_path: Path, rows: list[dict[str, object]], name: str = "rows.json
 
 @pytest.mark.parametrize(
     ("user_col", "answer_col"),
-    [("question", "answer"), ("prompt", "response"), ("prompt", "completion"),
-     ("Instruction", "Output"), ("query", "reply")],
+    [
+        ("question", "answer"),
+        ("prompt", "response"),
+        ("prompt", "completion"),
+        ("Instruction", "Output"),
+        ("query", "reply"),
+    ],
 )
-def test_common_column_names_are_detected(tmp_path: Path, user_col: str,
-                                          answer_col: str) -> None:
+def test_common_column_names_are_detected(tmp_path: Path, user_col: str, answer_col: str) -> None:
     src = _jsonl(tmp_path, [{"id": 1, user_col: "Why ride?", answer_col: "Because it is fun."}])
     data = prepare(DataConfig(source=src, validation_fraction=0, system_prompt="Be Tomas."))
-    assert data.train == [{"messages": [
-        {"role": "system", "content": "Be Tomas."},
-        {"role": "user", "content": "Why ride?"},
-        {"role": "assistant", "content": "Because it is fun."},
-    ]}]
+    assert data.train == [
+        {
+            "messages": [
+                {"role": "system", "content": "Be Tomas."},
+                {"role": "user", "content": "Why ride?"},
+                {"role": "assistant", "content": "Because it is fun."},
+            ]
+        }
+    ]
 
 
 def test_explicit_mapping_and_per_row_system_column(tmp_path: Path) -> None:
     rows = [{"ask": "Hi?", "say": "Hello.", "persona": "You are terse.", "answer": "decoy"}]
-    data = prepare(DataConfig(source=_jsonl(tmp_path, rows), validation_fraction=0,
-                              system_prompt="default persona",
-                              mapping={"user": "ask", "assistant": "say", "system": "persona"}))
+    data = prepare(
+        DataConfig(
+            source=_jsonl(tmp_path, rows),
+            validation_fraction=0,
+            system_prompt="default persona",
+            mapping={"user": "ask", "assistant": "say", "system": "persona"},
+        )
+    )
     assert [m["content"] for m in data.train[0]["messages"]] == ["You are terse.", "Hi?", "Hello."]
 
 
 def test_messages_column_openai_and_sharegpt(tmp_path: Path) -> None:
     rows = [
         {"messages": [{"role": "user", "content": "a?"}, {"role": "assistant", "content": "b"}]},
-        {"messages": [{"from": "human", "value": "c?"}, {"from": "gpt", "value": "d"},
-                      {"from": "human", "value": "e?"}, {"from": "gpt", "value": "f"}]},
+        {
+            "messages": [
+                {"from": "human", "value": "c?"},
+                {"from": "gpt", "value": "d"},
+                {"from": "human", "value": "e?"},
+                {"from": "gpt", "value": "f"},
+            ]
+        },
         {"messages": [{"role": "user", "content": "no answer"}]},
         {"messages": [{"role": "wizard", "content": "x"}, {"role": "assistant", "content": "y"}]},
         {"messages": [{"role": "user", "content": "g?"}, {"role": "assistant", "content": " "}]},
     ]
-    data = prepare(DataConfig(source=_jsonl(tmp_path, rows), validation_fraction=0,
-                              system_prompt="S"))
+    data = prepare(
+        DataConfig(source=_jsonl(tmp_path, rows), validation_fraction=0, system_prompt="S")
+    )
     assert data.train[0]["messages"][0] == {"role": "system", "content": "S"}
     assert [m["role"] for m in data.train[1]["messages"]] == [
-        "system", "user", "assistant", "user", "assistant"]
+        "system",
+        "user",
+        "assistant",
+        "user",
+        "assistant",
+    ]
     assert [(r["line"], r["reason"]) for r in data.rejects] == [
-        (3, "bad_messages"), (4, "bad_messages"), (5, "empty_answer")]
+        (3, "bad_messages"),
+        (4, "bad_messages"),
+        (5, "empty_answer"),
+    ]
 
 
 def test_template_renders_columns_and_json_target(tmp_path: Path) -> None:
@@ -64,13 +93,18 @@ def test_template_renders_columns_and_json_target(tmp_path: Path) -> None:
         {"name": "Bo", "bio": "Junior.", "result": '{"score": 3, "why": "new"}'},
         {"name": "Cy", "bio": "Unknown.", "result": None},
     ]
-    data = prepare(DataConfig(
-        source=_jsonl(tmp_path, rows), validation_fraction=0,
-        template="Score this profile. Name: {name}. Bio: {bio}. Return JSON {{score, why}}.",
-        mapping={"target": "result"}))
+    data = prepare(
+        DataConfig(
+            source=_jsonl(tmp_path, rows),
+            validation_fraction=0,
+            template="Score this profile. Name: {name}. Bio: {bio}. Return JSON {{score, why}}.",
+            mapping={"target": "result"},
+        )
+    )
     user, answer = data.train[0]["messages"]
-    assert user["content"] == ("Score this profile. Name: Ada. Bio: Compilers, 10 years. "
-                               "Return JSON {score, why}.")
+    assert user["content"] == (
+        "Score this profile. Name: Ada. Bio: Compilers, 10 years. Return JSON {score, why}."
+    )
     assert json.loads(answer["content"]) == {"score": 9, "why": "deep"}
     assert json.loads(data.train[1]["messages"][1]["content"]) == {"score": 3, "why": "new"}
     assert [(r["line"], r["reason"]) for r in data.rejects] == [(3, "empty_answer")]
@@ -91,11 +125,19 @@ def test_missing_columns_are_one_line_config_errors(tmp_path: Path) -> None:
 
 
 def test_rows_missing_a_field_or_with_empty_answers_are_rejected(tmp_path: Path) -> None:
-    rows = [{"question": "q1?", "answer": "fine answer"}, {"question": "q2?"},
-            {"question": "q3?", "answer": "   "}, {"question": "", "answer": "orphan"},
-            {"question": "q5?", "answer": None}]
+    rows = [
+        {"question": "q1?", "answer": "fine answer"},
+        {"question": "q2?"},
+        {"question": "q3?", "answer": "   "},
+        {"question": "", "answer": "orphan"},
+        {"question": "q5?", "answer": None},
+    ]
     data = prepare(DataConfig(source=_jsonl(tmp_path, rows), validation_fraction=0))
     assert len(data.train) == 1
     assert [(r["line"], r["reason"]) for r in data.rejects] == [
-        (2, "missing_field"), (3, "empty_answer"), (4, "empty_prompt"), (5, "empty_answer")]
+        (2, "missing_field"),
+        (3, "empty_answer"),
+        (4, "empty_prompt"),
+        (5, "empty_answer"),
+    ]
     assert data.rejects[1]["record"] == {"question": "q3?", "answer": "   "}

@@ -7,9 +7,9 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+
 from hwkit.errors import ConfigError
 from hwkit.plugins.data import DataConfig, prepare
-
 from tests.pg_fixture import PROFILES, postgres_server, postgres_url, sample_rows  # noqa: F401
 
 pytestmark = pytest.mark.postgres
@@ -20,17 +20,25 @@ QUERY = "SELECT question, answer, category, confidence FROM reflections ORDER BY
 def _sqlite_copy(path: Path) -> str:
     """The same rows and confidence values as the PostgreSQL fixture, in SQLite."""
     with sqlite3.connect(path) as conn:
-        conn.execute("CREATE TABLE reflections (id integer PRIMARY KEY, question text, "
-                     "answer text, category text, confidence real)")
-        conn.executemany("INSERT INTO reflections VALUES (?, ?, ?, ?, ?)",
-                         [(r["id"], r["question"], r["answer"], r["category"],
-                           0.5 + (int(r["id"]) % 5) / 10) for r in sample_rows()])  # type: ignore[call-overload]
+        conn.execute(
+            "CREATE TABLE reflections (id integer PRIMARY KEY, question text, "
+            "answer text, category text, confidence real)"
+        )
+        conn.executemany(
+            "INSERT INTO reflections VALUES (?, ?, ?, ?, ?)",
+            [
+                (r["id"], r["question"], r["answer"], r["category"], 0.5 + (int(r["id"]) % 5) / 10)
+                for r in sample_rows()
+            ],
+        )  # type: ignore[call-overload]
     conn.close()
     return f"sqlite:///{path}"
 
 
-def test_postgres_and_sqlite_give_the_same_prepared_data(postgres_url: str,  # noqa: F811
-                                                         tmp_path: Path) -> None:
+def test_postgres_and_sqlite_give_the_same_prepared_data(
+    postgres_url: str,  # noqa: F811
+    tmp_path: Path,
+) -> None:
     sqlite_url = _sqlite_copy(tmp_path / "same.db")
     for cfg in (dict(query=QUERY), dict(query=QUERY, min_confidence=0.75)):
         pg = prepare(DataConfig(source=postgres_url, **cfg))

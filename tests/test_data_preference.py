@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from hwkit.errors import ConfigError
 from hwkit.plugins.data import DataConfig, prepare
 from hwkit.plugins.data.transcripts import parse_transcript
@@ -24,8 +25,10 @@ def _pref(src: str, **kw: object) -> object:
 
 
 def _pairs(data: object) -> set[tuple[str, str, str]]:
-    return {(r["prompt"][-1]["content"], r["chosen"][0]["content"], r["rejected"][0]["content"])
-            for r in data.train}  # type: ignore[attr-defined]
+    return {
+        (r["prompt"][-1]["content"], r["chosen"][0]["content"], r["rejected"][0]["content"])
+        for r in data.train
+    }  # type: ignore[attr-defined]
 
 
 def test_thumbs_pair_down_with_up_for_the_same_prompt(tmp_path: Path) -> None:
@@ -37,10 +40,14 @@ def test_thumbs_pair_down_with_up_for_the_same_prompt(tmp_path: Path) -> None:
         {"prompt": "Tire pressure?", "response": "Whatever.", "thumbs": "meh"},
     ]
     data = _pref(_jsonl(tmp_path, rows))
-    assert _pairs(data) == {("Fix a flat?", "Patch the tube.", "Buy a new bike."),
-                            ("Fix a flat?", "Patch the tube.", "Call someone.")}
+    assert _pairs(data) == {
+        ("Fix a flat?", "Patch the tube.", "Buy a new bike."),
+        ("Fix a flat?", "Patch the tube.", "Call someone."),
+    }
     assert [(r["line"], r["reason"]) for r in data.rejects] == [  # type: ignore[attr-defined]
-        (4, "unpaired"), (5, "bad_label")]
+        (4, "unpaired"),
+        (5, "bad_label"),
+    ]
     assert data.report.rows_kept == 3  # type: ignore[attr-defined]
 
 
@@ -76,10 +83,16 @@ def test_star_ratings_pair_across_the_gap(tmp_path: Path) -> None:
         {"prompt": "R", "response": "r4", "rating": 4},
     ]
     data = _pref(_jsonl(tmp_path, rows))
-    assert _pairs(data) == {("Q", "five", "two"), ("Q", "five", "one"), ("Q", "four", "two"),
-                            ("Q", "four", "one")}
+    assert _pairs(data) == {
+        ("Q", "five", "two"),
+        ("Q", "five", "one"),
+        ("Q", "four", "two"),
+        ("Q", "four", "one"),
+    }
     assert [(r["line"], r["reason"]) for r in data.rejects] == [  # type: ignore[attr-defined]
-        (5, "unpaired"), (6, "unpaired")]
+        (5, "unpaired"),
+        (6, "unpaired"),
+    ]
     wide = _pref(_jsonl(tmp_path, rows), min_rating_gap=4)
     assert _pairs(wide) == {("Q", "five", "one")}
     assert wide.report.rows_in == wide.report.rows_kept + wide.report.rows_rejected  # type: ignore[attr-defined]
@@ -98,10 +111,17 @@ def test_mixed_feedback_kinds_in_one_table(tmp_path: Path) -> None:
 
 
 def test_message_list_pairs_and_system_prompt(tmp_path: Path) -> None:
-    conv = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"},
-            {"role": "user", "content": "Joke?"}]
-    rows = [{"chosen": [*conv, {"role": "assistant", "content": "A good one."}],
-             "rejected": [*conv, {"role": "assistant", "content": "No."}]}]
+    conv = [
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello"},
+        {"role": "user", "content": "Joke?"},
+    ]
+    rows = [
+        {
+            "chosen": [*conv, {"role": "assistant", "content": "A good one."}],
+            "rejected": [*conv, {"role": "assistant", "content": "No."}],
+        }
+    ]
     data = _pref(_jsonl(tmp_path, rows), system_prompt="Be kind.")
     row = data.train[0]  # type: ignore[attr-defined]
     assert row["prompt"] == [{"role": "system", "content": "Be kind."}, *conv]
@@ -149,8 +169,12 @@ def test_real_hh_rlhf_helpful_base(shared_data: Path) -> None:
         assert row["chosen"] != row["rejected"]
     # a single-turn record: the prompt is the Human turn, the completions the last turns
     first = raw[0]
-    row = next(r for r in rows if len(r["prompt"]) == len(parse_transcript(first["chosen"])) - 1
-               and r["prompt"] == parse_transcript(first["chosen"])[:-1])
+    row = next(
+        r
+        for r in rows
+        if len(r["prompt"]) == len(parse_transcript(first["chosen"])) - 1
+        and r["prompt"] == parse_transcript(first["chosen"])[:-1]
+    )
     assert row["chosen"][-1]["content"] == parse_transcript(first["chosen"])[-1]["content"]
     assert row["rejected"][-1]["content"] == parse_transcript(first["rejected"])[-1]["content"]
     # validation holds whole prompt groups: no prompt is on both sides of the split

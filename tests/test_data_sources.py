@@ -8,6 +8,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+
 from hwkit.errors import ConfigError, NotFoundError, UnavailableError
 from hwkit.plugins.data import DataConfig, mask_url, prepare
 from hwkit.plugins.data.samples import (
@@ -41,8 +42,16 @@ def test_persona_sample_is_ready_and_labelled_synthetic() -> None:
 
 def test_malformed_jsonl_lines_are_rejected_with_line_numbers(tmp_path: Path) -> None:
     good = [json.dumps({"question": f"q{i}?", "answer": f"answer number {i}"}) for i in range(4)]
-    lines = [good[0], '{"question": "broken", "answer": ', good[1], "", "[1, 2]", good[2],
-             "not json at all", good[3]]
+    lines = [
+        good[0],
+        '{"question": "broken", "answer": ',
+        good[1],
+        "",
+        "[1, 2]",
+        good[2],
+        "not json at all",
+        good[3],
+    ]
     src = _write_jsonl(tmp_path / "rows.jsonl", lines)
     rejects = tmp_path / "run" / "rejects.jsonl"
     data = prepare(DataConfig(source=str(src), validation_fraction=0), rejects_path=rejects)
@@ -50,7 +59,10 @@ def test_malformed_jsonl_lines_are_rejected_with_line_numbers(tmp_path: Path) ->
     assert data.report.rows_in == 7  # the blank line is not a row
     written = [json.loads(x) for x in rejects.read_text().splitlines()]
     assert [(r["line"], r["reason"]) for r in written] == [
-        (2, "malformed_json"), (5, "not_an_object"), (7, "malformed_json")]
+        (2, "malformed_json"),
+        (5, "not_an_object"),
+        (7, "malformed_json"),
+    ]
     assert written[0]["record"] == '{"question": "broken", "answer": '
     assert written[0]["source"] == str(src)
     assert data.rejects_path == rejects
@@ -62,8 +74,11 @@ def test_json_array_and_real_alpaca_file(shared_data: Path) -> None:
     with (shared_data / "sft" / "alpaca_1k.json").open() as fh:
         raw = json.load(fh)
     with_input = next(r for r in raw if r["input"])
-    row = next(x for x in data.train + data.validation
-               if x["messages"][-1]["content"] == with_input["output"].strip())
+    row = next(
+        x
+        for x in data.train + data.validation
+        if x["messages"][-1]["content"] == with_input["output"].strip()
+    )
     user = row["messages"][0]["content"]
     assert user.startswith(with_input["instruction"].strip()) and with_input["input"] in user
 
@@ -79,7 +94,9 @@ def test_csv_source_with_a_bad_row(tmp_path: Path) -> None:
         w.writerow(["Where?", "", "bikes"])
     data = prepare(DataConfig(source=str(src), validation_fraction=0))
     assert [m["messages"][0]["content"] for m in data.train] == [
-        "What is a spoke?", "Multi\nline prompt?"]
+        "What is a spoke?",
+        "Multi\nline prompt?",
+    ]
     reasons = {(r["line"], r["reason"]) for r in data.rejects}
     # the multi-line row spans lines 3-4, so the bad row starts on line 5
     assert reasons == {(5, "malformed_csv"), (6, "empty_answer")}
@@ -124,8 +141,12 @@ def test_hf_local_dataset_saved_to_disk(tmp_path: Path) -> None:
     from datasets import Dataset, DatasetDict
 
     rows = _rows()[:30]
-    ds = Dataset.from_list([{"instruction": r["question"], "output": r["answer"],
-                             "category": r["category"]} for r in rows])
+    ds = Dataset.from_list(
+        [
+            {"instruction": r["question"], "output": r["answer"], "category": r["category"]}
+            for r in rows
+        ]
+    )
     DatasetDict({"train": ds, "test": ds.select(range(5))}).save_to_disk(str(tmp_path / "dd"))
     data = prepare(DataConfig(source=f"hf:{tmp_path / 'dd'}", validation_fraction=0))
     assert len(data.train) == 30

@@ -16,6 +16,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 MODEL = "smollm2-135m-instruct"
 PERSONA = "You are Ada, a terse assistant."
 
+# Test modules import these fixtures, so pytest sees one definition per module; this memo
+# makes the expensive ones run once per process however many modules use them.
+_MEMO: dict[str, Path] = {}
+
 
 @pytest.fixture(scope="session")
 def smol() -> Path:
@@ -32,6 +36,8 @@ def lora_run(smol: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    if "lora_run" in _MEMO:
+        return _MEMO["lora_run"]
     run = tmp_path_factory.mktemp("lora-run")
     torch.manual_seed(0)
     base = AutoModelForCausalLM.from_pretrained(str(smol), dtype=torch.float32)
@@ -46,6 +52,7 @@ def lora_run(smol: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     (run / "config.toml").write_text(
         f'model = "{MODEL}"\nmethod = "lora"\nsystem = "{PERSONA}"\n', encoding="utf-8"
     )
+    _MEMO["lora_run"] = run
     return run
 
 
@@ -54,4 +61,7 @@ def merged_lora(lora_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     """The LoRA run merged into a standalone HF directory by the ``merged`` exporter."""
     from hwkit.plugins.exporters import MergedExporter
 
-    return MergedExporter().export(lora_run, tmp_path_factory.mktemp("merged") / "merged")
+    if "merged_lora" not in _MEMO:
+        out = tmp_path_factory.mktemp("merged") / "merged"
+        _MEMO["merged_lora"] = MergedExporter().export(lora_run, out)
+    return _MEMO["merged_lora"]

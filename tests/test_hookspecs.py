@@ -7,6 +7,7 @@ import inspect
 from pathlib import Path
 
 import pytest
+
 from hwkit import hookspecs
 from hwkit.plugin_manager import HOOKS
 

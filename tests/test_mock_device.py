@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from hwkit.plugin_manager import load_plugins
 from hwkit.testing import MockDevice
 from hwkit.testing.suite import DeviceContract

@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from hwkit.device import Backend, BackendStatus
 from hwkit.errors import UnknownNameError
 from hwkit.hookspecs import hookimpl
 from hwkit.plugin_manager import PluginManager, disabled_from_env, load_plugins
-
 from tests.fake_dist import make_distribution
 
 BROKEN_IMPORT = "raise ImportError('this plugin needs libfoo, which is not installed')\n"

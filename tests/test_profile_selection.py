@@ -9,8 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import hwkit.profiles
 import pytest
+
+import hwkit.profiles
 from hwkit.errors import ConfigError, NotFoundError, UnknownNameError
 from hwkit.hardware_profile import (
     ComputeSpec,

@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
+
 from hwkit.hardware_profile import (
     ComputeSpec,
     HardwareProfile,
@@ -25,7 +27,6 @@ from hwkit.hardware_profile import (
 from hwkit.profiles import PROFILE_DIR
 from hwkit.registry import Registry
 from hwkit.testing import MockDevice
-from typer.testing import CliRunner
 
 SHIPPED = sorted(PROFILE_DIR.glob("*.toml"))
 REQUIRED = {

@@ -7,9 +7,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from hwkit.atomic import write_json_atomic
 from hwkit.plugins.trainers import checkpoints as ckpt
 from hwkit.plugins.trainers.metrics import truncate_metrics
-from hwkit.plugins.trainers.rundir import read_jsonl, write_json_atomic
+from hwkit.plugins.trainers.rundir import read_jsonl
 
 
 def _checkpoint(folder: Path, step: int, *, complete: bool) -> Path:

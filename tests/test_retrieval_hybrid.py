@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from hwkit.embedder import Embedder, TextKind
-from hwkit.errors import ConfigError, UnavailableError
+from hwkit.errors import ConfigError, UnavailableError, UsageError
 from hwkit.plugins.retrievers.beir import evaluate_retriever, load_beir
 from hwkit.plugins.retrievers.dense import DenseRetriever
 from hwkit.plugins.retrievers.fusion import convex, min_max, rrf
@@ -33,10 +33,13 @@ class CachingEmbedder(Embedder):
         self.name, self.dim, self.max_length = inner.name, inner.dim, inner.max_length
         self.model_path = inner.model_path  # type: ignore[attr-defined]
         self.cache: dict[tuple[str, str], np.ndarray] = {}
+        self.document_texts = 0  # document texts asked for, cached or not
 
     def embed(
         self, texts: Sequence[str], *, kind: TextKind = "document", batch_size: int | None = None
     ) -> np.ndarray:
+        if kind == "document":
+            self.document_texts += len(texts)
         todo = [t for t in dict.fromkeys(texts) if (kind, t) not in self.cache]
         if todo:
             for t, v in zip(
@@ -198,3 +201,30 @@ def test_unreachable_milvus_is_one_line_error(embedder: CachingEmbedder) -> None
     ) as exc:
         store.index([Document("a", "text")])
     assert "\n" not in exc.value.one_line()
+
+
+def test_dense_add_embeds_only_new_documents(
+    tmp_path: Path, subset: tuple, embedder: CachingEmbedder
+) -> None:
+    base, extra = subset[0][:40], subset[0][40:60]
+    dense = DenseRetriever(embedder)
+    start = embedder.document_texts
+    dense.index(base)
+    assert embedder.document_texts - start == 40
+    dense.save(tmp_path / "idx")
+
+    loaded = DenseRetriever.load(tmp_path / "idx", embedder=embedder)
+    assert isinstance(loaded.vectors, np.memmap)  # memory-mapped, not read into RAM
+    loaded.add(extra)
+    assert embedder.document_texts - start == 60  # the 40 old documents were not embedded again
+    loaded.save(tmp_path / "idx")
+
+    full = DenseRetriever.load(tmp_path / "idx", embedder=embedder)
+    assert len(full) == 60 and full.docs.ids == [d.id for d in [*base, *extra]]
+    vectors = np.load(tmp_path / "idx" / "vectors.npy")
+    assert vectors.dtype == np.float32 and vectors.shape == (60, embedder.dim)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
+    assert full.search(extra[3].title, 1)[0].id == extra[3].id  # new docs are findable
+    assert full.search(base[5].title, 1)[0].id == base[5].id  # and old ones still are
+    with pytest.raises(UsageError, match="duplicate document id"):
+        full.add([extra[0]])

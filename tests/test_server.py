@@ -192,6 +192,26 @@ def test_concurrent_requests_are_bounded(server: dict[str, Any], client: openai.
     assert server["state"].active == 0  # every slot was given back
 
 
+def test_hwkit_chat_streams_from_the_server(server: dict[str, Any], client: openai.OpenAI) -> None:
+    import io
+
+    from hwkit.server_chat import chat_loop
+
+    buf = io.StringIO()
+    chat_loop(
+        model="smol",
+        url=server["base"] + "/v1",
+        token=TOKEN,
+        system=None,
+        message="What is the capital of France?",
+        max_tokens=8,
+        keep=10,
+        out=buf,
+    )
+    want = _ask(client, "What is the capital of France?", max_tokens=8).choices[0].message.content
+    assert buf.getvalue() == f"{want}\n"
+
+
 def test_second_model_evicts_the_least_recently_used(
     server: dict[str, Any], client: openai.OpenAI
 ) -> None:

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from hwkit.embedder import Embedder, TextKind
 from hwkit.errors import ConfigError, NotFoundError, UsageError
 from hwkit.plugins.retrievers.bm25 import BM25Retriever
-from hwkit.plugins.retrievers.dense import DenseRetriever
 from hwkit.plugins.retrievers.documents import DocTable, check_documents, read_corpus
 from hwkit.plugins.retrievers.store import (
     FORMAT_VERSION,
@@ -38,30 +35,6 @@ def corpus(shared_data: Path) -> list[Document]:
             row = json.loads(line)
             docs.append(Document(row["_id"], row["text"], row["title"]))
     return docs
-
-
-class CountingEmbedder(Embedder):
-    """Wraps a real embedder and counts the texts it is asked to embed."""
-
-    def __init__(self, inner: Embedder) -> None:
-        self.inner = inner
-        self.name, self.dim, self.max_length = inner.name, inner.dim, inner.max_length
-        self.model_path = inner.model_path  # type: ignore[attr-defined]
-        self.document_texts = 0
-
-    def embed(
-        self, texts: Sequence[str], *, kind: TextKind = "document", batch_size: int | None = None
-    ) -> np.ndarray:
-        if kind == "document":
-            self.document_texts += len(texts)
-        return self.inner.embed(texts, kind=kind, batch_size=batch_size)
-
-
-@pytest.fixture(scope="module")
-def embedder() -> CountingEmbedder:
-    from hwkit.plugins.embedders import load_embedder
-
-    return CountingEmbedder(load_embedder("torch", max_length=64, show_progress=False))
 
 
 def _ids(hits: list) -> list[str]:
@@ -186,33 +159,3 @@ def test_empty_corpus_and_textless_documents(tmp_path: Path) -> None:
     r.save(tmp_path / "idx")
     loaded = BM25Retriever.load(tmp_path / "idx")
     assert read_manifest(tmp_path / "idx").rejected == 1 and loaded.rejects[0].row["_id"] == "y"
-
-
-def test_dense_add_embeds_only_new_documents(
-    tmp_path: Path, corpus: list[Document], embedder: CountingEmbedder
-) -> None:
-    base, extra = corpus[:40], corpus[40:60]
-    dense = DenseRetriever(embedder)
-    dense.index(base)
-    assert embedder.document_texts == 40
-    dense.save(tmp_path / "idx")
-
-    loaded = DenseRetriever.load(tmp_path / "idx", embedder=embedder)
-    assert isinstance(loaded.vectors, np.memmap)  # memory-mapped, not read into RAM
-    loaded.add(extra)
-    assert embedder.document_texts == 60  # the 40 old documents were not embedded again
-    loaded.save(tmp_path / "idx")
-
-    full = DenseRetriever.load(tmp_path / "idx", embedder=embedder)
-    assert len(full) == 60
-    vectors = np.load(tmp_path / "idx" / "vectors.npy")
-    assert vectors.dtype == np.float32 and vectors.shape == (60, embedder.dim)
-    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
-    # the new documents are findable by their own text and the old ones still are
-    assert full.search(extra[3].title, 1)[0].id == extra[3].id
-    assert full.search(base[5].title, 1)[0].id == base[5].id
-    # a duplicate id in an add is refused
-    with pytest.raises(UsageError, match="duplicate document id"):
-        full.add([extra[0]])
-    # the manifest names the model; loading with another model is refused
-    assert read_manifest(tmp_path / "idx").embedder["fingerprint"]

@@ -24,12 +24,12 @@ QUANT_BYTES = {"nf4": 0.5 + 4 / 64, "int8": 1.0 + 4 / 4096}
 
 # Calibrated (docs/allocator.md): saved activations measured / counted tensor elements.
 ACTIVATION_SCALE = 1.0
-# Calibrated on CPU (docs/allocator.md): glibc keeps freed heap memory mapped, so when a
-# step frees whole layers of activations and allocates them again (checkpointing's
-# recomputation, DPO's no-grad reference pass) RSS exceeds the live tensors by this share
-# of the activations a non-checkpointed forward would save. With a fixed
+# Calibrated on CPU (docs/allocator.md): glibc keeps freed heap memory mapped, so once a
+# step has freed its activations and the next allocates them again (every step after the
+# first; checkpointing's recomputation; DPO's no-grad reference pass) RSS exceeds the live
+# tensors by this share of the activations a non-checkpointed forward saves. With a fixed
 # MALLOC_MMAP_THRESHOLD_ the excess disappears (measured), so it is the allocator's.
-CPU_RETENTION = 0.55
+CPU_RETENTION = 0.8
 # Bytes per logit element at the peak of the loss's backward in float32: the logits the
 # caller keeps (trl keeps ``outputs``), the saved log-softmax, and the two gradients.
 LOGIT_BYTES_FP32 = 16.0
@@ -140,7 +140,7 @@ def estimate(job: Job, settings: Settings) -> MemoryEstimate:
         else:
             acts = spec.num_layers * (per_layer * tokens + square)
         acts += 2 * spec.hidden * dtype_b * tokens  # embeddings out, final norm
-        if backend == "cpu" and (settings.gradient_checkpointing or job.kind == "dpo"):
+        if backend == "cpu":
             retained = int(CPU_RETENTION * spec.num_layers * per_layer * tokens)
         parts["activations"] = int(acts * ACTIVATION_SCALE)
         if not spec.encoder:

@@ -10,6 +10,7 @@ import importlib
 import sys
 
 import typer
+
 from hwkit.errors import EXIT_INTERRUPTED, HwkitError
 
 # Each module defines ``register(app: typer.Typer) -> None``.

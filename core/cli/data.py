@@ -17,8 +17,10 @@ import typer
 if TYPE_CHECKING:
     from hwkit.plugins.data import DataConfig, ReadinessReport
 
-CONFIG_HELP = "a TOML config (its [data] table or the whole file), or a source: rows.jsonl, " \
+CONFIG_HELP = (
+    "a TOML config (its [data] table or the whole file), or a source: rows.jsonl, "
     "rows.csv, sqlite:///file.db, postgresql://user@host/db, hf:LOCAL_DIR"
+)
 
 
 def _config(target: str, overrides: dict[str, Any]) -> DataConfig:
@@ -30,11 +32,21 @@ def _config(target: str, overrides: dict[str, Any]) -> DataConfig:
     return DataConfig.validated({"source": target, **overrides}, where="command line")
 
 
-def _overrides(query: str | None, kind: str | None, system_prompt: str | None,
-               template: str | None, feedback: str | None, dedupe: str | None,
-               min_confidence: float | None, validation_fraction: float | None,
-               seed: int | None, min_answers: int | None, min_words: float | None,
-               min_categories: int | None, min_total_words: int | None) -> dict[str, Any]:
+def _overrides(
+    query: str | None,
+    kind: str | None,
+    system_prompt: str | None,
+    template: str | None,
+    feedback: str | None,
+    dedupe: str | None,
+    min_confidence: float | None,
+    validation_fraction: float | None,
+    seed: int | None,
+    min_answers: int | None,
+    min_words: float | None,
+    min_categories: int | None,
+    min_total_words: int | None,
+) -> dict[str, Any]:
     thresholds = {
         "min_answers": min_answers,
         "min_words_per_answer": min_words,
@@ -66,17 +78,24 @@ def _print_report(report: ReadinessReport, extra: dict[str, str] | None = None) 
     table.add_column("minimum", justify="right")
     table.add_column("")
     for c in report.checks:
-        table.add_row(c.name, f"{c.value:g}", f"{c.minimum:g}",
-                      "[green]ok[/green]" if c.met else "[red]not met[/red]")
+        table.add_row(
+            c.name,
+            f"{c.value:g}",
+            f"{c.minimum:g}",
+            "[green]ok[/green]" if c.met else "[red]not met[/red]",
+        )
     console.print(table)
     rows = Table(show_header=False, box=None)
     rows.add_row("rows read", str(report.rows_in))
-    rows.add_row("kept", f"{report.rows_kept} ({report.train} train, {report.validation} "
-                 "validation)")
+    rows.add_row(
+        "kept", f"{report.rows_kept} ({report.train} train, {report.validation} validation)"
+    )
     reasons = ", ".join(f"{k} {v}" for k, v in report.rejected_by_reason.items())
     rows.add_row("rejected", f"{report.rows_rejected}" + (f" ({reasons})" if reasons else ""))
-    rows.add_row("words per answer", f"mean {report.words_per_answer_mean:g}, median "
-                 f"{report.words_per_answer_median:g}")
+    rows.add_row(
+        "words per answer",
+        f"mean {report.words_per_answer_mean:g}, median {report.words_per_answer_median:g}",
+    )
     cats = ", ".join(f"{k} {v}" for k, v in list(report.categories.items())[:10])
     more = len(report.categories) - 10
     rows.add_row("categories", (cats + (f", … {more} more" if more > 0 else "")) or "none")
@@ -91,8 +110,9 @@ KIND = typer.Option(None, "--kind", help="sft or preference (default sft).")
 QUERY = typer.Option(None, "--query", "-q", help="SQL query for a database source.")
 SYSTEM = typer.Option(None, "--system-prompt", help="System/persona message for every row.")
 TEMPLATE = typer.Option(None, "--template", help="User turn with {column} placeholders.")
-FEEDBACK = typer.Option(None, "--feedback",
-                        help="auto, pairs, thumbs, ab, correction or rating (preference).")
+FEEDBACK = typer.Option(
+    None, "--feedback", help="auto, pairs, thumbs, ab, correction or rating (preference)."
+)
 DEDUPE = typer.Option(None, "--dedupe", help="exact (default), near or none.")
 MIN_CONF = typer.Option(None, "--min-confidence", help="Reject rows below this confidence.")
 VAL = typer.Option(None, "--validation-fraction", help="Share held out (default 0.1).")
@@ -105,8 +125,9 @@ JSON_OUT = typer.Option(False, "--json", help="Print the report as JSON.")
 
 
 def register(app: typer.Typer) -> None:
-    data_app = typer.Typer(help="Training data: readiness check and prepared files.",
-                           no_args_is_help=True)
+    data_app = typer.Typer(
+        help="Training data: readiness check and prepared files.", no_args_is_help=True
+    )
 
     @data_app.command("check")
     def check(
@@ -128,9 +149,24 @@ def register(app: typer.Typer) -> None:
         """Readiness report: rows, words per answer, categories, minimums. Exit 7 if not ready."""
         from hwkit.plugins.data import EXIT_NOT_READY, prepare
 
-        cfg = _config(target, _overrides(query, kind, system_prompt, template, feedback, dedupe,
-                                         min_confidence, None, None, min_answers, min_words,
-                                         min_categories, min_total_words))
+        cfg = _config(
+            target,
+            _overrides(
+                query,
+                kind,
+                system_prompt,
+                template,
+                feedback,
+                dedupe,
+                min_confidence,
+                None,
+                None,
+                min_answers,
+                min_words,
+                min_categories,
+                min_total_words,
+            ),
+        )
         data = prepare(cfg, rejects_path=rejects)
         if as_json:
             out = data.report.to_json_dict()
@@ -145,8 +181,12 @@ def register(app: typer.Typer) -> None:
     @data_app.command("prepare")
     def prepare_cmd(
         target: str = typer.Argument(..., metavar="CONFIG_OR_SOURCE", help=CONFIG_HELP),
-        out: Path = typer.Option(..., "--out", "-o", help="Folder for train.jsonl, "
-                                 "validation.jsonl, rejects.jsonl and report.json."),
+        out: Path = typer.Option(
+            ...,
+            "--out",
+            "-o",
+            help="Folder for train.jsonl, validation.jsonl, rejects.jsonl and report.json.",
+        ),
         query: str | None = QUERY,
         kind: str | None = KIND,
         system_prompt: str | None = SYSTEM,
@@ -160,16 +200,32 @@ def register(app: typer.Typer) -> None:
         min_words: float | None = MIN_WORDS,
         min_categories: int | None = MIN_CATS,
         min_total_words: int | None = MIN_TOTAL,
-        require_ready: bool = typer.Option(False, "--require-ready",
-                                           help="Exit 7 when a minimum is not met."),
+        require_ready: bool = typer.Option(
+            False, "--require-ready", help="Exit 7 when a minimum is not met."
+        ),
         as_json: bool = JSON_OUT,
     ) -> None:
         """Write the prepared data set (each file atomically) and print its report."""
         from hwkit.plugins.data import EXIT_NOT_READY, prepare
 
-        cfg = _config(target, _overrides(query, kind, system_prompt, template, feedback, dedupe,
-                                         min_confidence, validation_fraction, seed, min_answers,
-                                         min_words, min_categories, min_total_words))
+        cfg = _config(
+            target,
+            _overrides(
+                query,
+                kind,
+                system_prompt,
+                template,
+                feedback,
+                dedupe,
+                min_confidence,
+                validation_fraction,
+                seed,
+                min_answers,
+                min_words,
+                min_categories,
+                min_total_words,
+            ),
+        )
         data = prepare(cfg)
         paths = data.write(out)
         if as_json:
@@ -183,8 +239,9 @@ def register(app: typer.Typer) -> None:
 
     @data_app.command("sample")
     def sample(
-        sqlite: Path | None = typer.Option(None, "--sqlite", help="Also build a SQLite copy "
-                                           "(table reflections) at this path."),
+        sqlite: Path | None = typer.Option(
+            None, "--sqlite", help="Also build a SQLite copy (table reflections) at this path."
+        ),
         as_json: bool = JSON_OUT,
     ) -> None:
         """Where the bundled SYNTHETIC persona sample is (and its SQLite copy with --sqlite)."""

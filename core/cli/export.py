@@ -16,10 +16,10 @@ import typer
 KINDS = ("merged", "gguf", "ollama", "openvino")
 
 
-def _default_out(source: str, kind: str) -> Path:
+def _default_out(source: str) -> Path:
+    """``SOURCE/export`` for a directory, ``./NAME-export`` for a model name."""
     path = Path(source)
-    base = path if path.is_dir() else Path.cwd() / f"{path.name or 'model'}"
-    return base / "export" if path.is_dir() else Path(f"{base}-export")
+    return path / "export" if path.is_dir() else Path.cwd() / f"{path.name or 'model'}-export"
 
 
 def register(app: typer.Typer) -> None:
@@ -55,7 +55,7 @@ def register(app: typer.Typer) -> None:
                 f"unknown export kind {kind!r}", hint=f"choose from {', '.join(KINDS)}"
             )
         exporter = load_plugins().exporters.get(kind)()
-        out_dir = out or _default_out(source, kind)
+        out_dir = out or _default_out(source)
         options: dict[str, Any] = {
             "quant": quant,
             "verify": not no_verify,

@@ -6,12 +6,13 @@ Reads only the model's config.json; no torch import, so it answers in well under
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import typer
 
 if TYPE_CHECKING:
-    from hwkit.plan import Plan
+    from hwkit.allocator.job import Quantization
+    from hwkit.plan import JobKind, Plan
 
 KINDS = ("sft", "dpo", "full", "embed", "generate", "embedder-train")
 
@@ -107,12 +108,12 @@ def plan_command(
         raise UsageError(f"job kind {kind!r} unknown", hint="use one of " + ", ".join(KINDS))
     spec = ModelSpec.from_pretrained(model)
     job = Job(
-        kind,
+        cast("JobKind", kind),  # checked against KINDS above; Job validates it too
         spec,
         seq_len=seq_len,
         effective_batch=effective_batch,
         lora_rank=lora_rank,
-        quantization=quantization,
+        quantization=cast("Quantization", quantization),  # Job validates it
         gradient_checkpointing=checkpointing,
         micro_batch=micro_batch,
     )

@@ -35,7 +35,8 @@ def _make_retriever(
     from hwkit.plugins.retrievers import builtin_retrievers
 
     builtins = builtin_retrievers()
-    cls = builtins[name] if name in builtins else load_plugins().retrievers.get(name)
+    # Any: subclasses take constructor arguments the StoredRetriever base does not declare.
+    cls: Any = builtins[name] if name in builtins else load_plugins().retrievers.get(name)
     if name in ("dense", "hybrid", "milvus"):
         from hwkit.plugins.retrievers.embedding import make_embedder
 

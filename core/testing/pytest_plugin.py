@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from hwkit.plugin_manager import PluginManager, load_plugins
 from hwkit.testing.mock import MockDevice
 

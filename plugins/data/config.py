@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import tomllib
-from hwkit.errors import ConfigError, NotFoundError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from hwkit.errors import ConfigError, NotFoundError
 
 FeedbackKind = Literal["auto", "pairs", "thumbs", "ab", "correction", "rating"]
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 
 import numpy as np
+
 from hwkit.plugins.data.example import Example, normalise
 from hwkit.plugins.data.records import Ledger
 
@@ -82,8 +83,13 @@ def near(examples: list[Example], ledger: Ledger, threshold: float) -> list[Exam
     for i, ex in enumerate(examples):
         sh = shingles(ex.dedupe_text())
         # shingles arrive hashed; reuse the permutations instead of drawing them per row
-        mh = MinHash(num_perm=NUM_PERM, seed=1, hashfunc=int, scheme=template.scheme,
-                     permutations=template.permutations)
+        mh = MinHash(
+            num_perm=NUM_PERM,
+            seed=1,
+            hashfunc=int,
+            scheme=template.scheme,
+            permutations=template.permutations,
+        )
         mh.update_batch(sh.tolist())
         best: tuple[float, str] | None = None
         for key in lsh.query(mh):
@@ -92,8 +98,12 @@ def near(examples: list[Example], ledger: Ledger, threshold: float) -> list[Exam
                 best = (score, key)
         if best is not None:
             first = examples[int(best[1])]
-            _drop(ex, ledger, "near_duplicate",
-                  f"Jaccard {best[0]:.2f} >= {threshold:g} with {_where(first)}")
+            _drop(
+                ex,
+                ledger,
+                "near_duplicate",
+                f"Jaccard {best[0]:.2f} >= {threshold:g} with {_where(first)}",
+            )
             continue
         key = str(i)
         lsh.insert(key, mh)

@@ -32,10 +32,36 @@ from hwkit.plugins.data.transcripts import (
 )
 
 KINDS = ("pairs", "ab", "correction", "rating", "thumbs")
-UP = {"up", "thumbs_up", "thumbsup", "+1", "1", "true", "yes", "y", "good", "like", "liked",
-      "positive", "\U0001f44d"}
-DOWN = {"down", "thumbs_down", "thumbsdown", "-1", "0", "false", "no", "n", "bad", "dislike",
-        "disliked", "negative", "\U0001f44e"}
+UP = {
+    "up",
+    "thumbs_up",
+    "thumbsup",
+    "+1",
+    "1",
+    "true",
+    "yes",
+    "y",
+    "good",
+    "like",
+    "liked",
+    "positive",
+    "\U0001f44d",
+}
+DOWN = {
+    "down",
+    "thumbs_down",
+    "thumbsdown",
+    "-1",
+    "0",
+    "false",
+    "no",
+    "n",
+    "bad",
+    "dislike",
+    "disliked",
+    "negative",
+    "\U0001f44e",
+}
 PICK_A = {"a", "response_a", "1", "first", "left"}
 PICK_B = {"b", "response_b", "2", "second", "right"}
 TIE = {"tie", "both", "neither", "equal", "none", "draw"}
@@ -107,11 +133,15 @@ def _kind_of(rec: RawRecord, plan: PrefPlan) -> str:
     if len(plan.kinds) == 1:  # the one kind: say which field is missing
         kind, parts = next(iter(plan.kinds.items()))
         missing = [c for c in parts.values() if not _present(rec.data.get(c))]
-        reason = "empty_answer" if any(p in ("chosen", "response", "corrected")
-                                       and parts[p] in missing for p in parts) else "missing_field"
+        reason = (
+            "empty_answer"
+            if any(p in ("chosen", "response", "corrected") and parts[p] in missing for p in parts)
+            else "missing_field"
+        )
         raise RowError(reason, f"{kind} record without {', '.join(missing)}")
-    raise RowError("unknown_feedback", "the row has the fields of no feedback kind "
-                   f"({', '.join(plan.kinds)})")
+    raise RowError(
+        "unknown_feedback", f"the row has the fields of no feedback kind ({', '.join(plan.kinds)})"
+    )
 
 
 def _messages(value: Any) -> Messages:
@@ -143,8 +173,9 @@ class PairBuilder:
             raise RowError("empty_prompt", "the prompt is empty")
         return text
 
-    def make(self, prompt: Messages, chosen: Messages, rejected: Messages,
-             recs: list[RawRecord]) -> Example:
+    def make(
+        self, prompt: Messages, chosen: Messages, rejected: Messages, recs: list[RawRecord]
+    ) -> Example:
         def text_of(msgs: Messages) -> str:
             return "\n".join(m["content"] for m in msgs)
 
@@ -189,8 +220,10 @@ class PairBuilder:
             except TranscriptError as exc:
                 raise RowError("bad_transcript", str(exc)) from None
             return self.make(prompt, c, r, [rec])
-        if isinstance(chosen, list | str) and isinstance(rejected, list | str) and (
-            isinstance(chosen, list) or chosen.lstrip().startswith("[")
+        if (
+            isinstance(chosen, list | str)
+            and isinstance(rejected, list | str)
+            and (isinstance(chosen, list) or chosen.lstrip().startswith("["))
         ):
             cm, rm = _messages(chosen), _messages(rejected)
             if self.plan.prompt and _present(rec.data.get(self.plan.prompt)):
@@ -227,13 +260,15 @@ def _rating(value: Any) -> float:
         raise RowError("bad_label", f"rating {value!r} is not a number") from None
 
 
-def build_all(records: list[RawRecord], plan: PrefPlan, cfg: DataConfig,
-              ledger: Ledger) -> list[Example]:
+def build_all(
+    records: list[RawRecord], plan: PrefPlan, cfg: DataConfig, ledger: Ledger
+) -> list[Example]:
     """All pairs, in input order; grouped kinds pair rows that share a prompt."""
     builder = PairBuilder(cfg, plan)
     out: list[Example] = []
     groups: dict[str, dict[str, list[tuple[RawRecord, str, Any]]]] = {
-        "thumbs": defaultdict(list), "rating": defaultdict(list)
+        "thumbs": defaultdict(list),
+        "rating": defaultdict(list),
     }
     for rec in records:
         try:
@@ -242,8 +277,11 @@ def build_all(records: list[RawRecord], plan: PrefPlan, cfg: DataConfig,
                 cols = plan.kinds[kind]
                 prompt = builder.prompt_of(rec)
                 answer = as_text(rec.data[cols["response"]])
-                label: Any = (_thumb(rec.data[cols["thumbs"]]) if kind == "thumbs"
-                              else _rating(rec.data[cols["rating"]]))
+                label: Any = (
+                    _thumb(rec.data[cols["thumbs"]])
+                    if kind == "thumbs"
+                    else _rating(rec.data[cols["rating"]])
+                )
                 groups[kind][normalise(prompt)].append((rec, answer, label))
                 continue
             out.append(builder.single(rec, kind))
@@ -255,22 +293,34 @@ def build_all(records: list[RawRecord], plan: PrefPlan, cfg: DataConfig,
         out.extend(_pairs_in_group(builder, ups, downs, ledger))
         if not ups or not downs:
             for rec, _, _ in rows:
-                ledger.note(rec, "unpaired", "no thumbs-" + ("down" if not downs else "up")
-                            + f" answer to the same prompt ({key[:60]!r})")
+                ledger.note(
+                    rec,
+                    "unpaired",
+                    "no thumbs-"
+                    + ("down" if not downs else "up")
+                    + f" answer to the same prompt ({key[:60]!r})",
+                )
     gap = cfg.min_rating_gap
     for rows in groups["rating"].values():
         rows = sorted(rows, key=lambda r: -r[2])
         for i, hi in enumerate(rows):
-            lows = [lo for lo in rows[i + 1:] if hi[2] - lo[2] >= gap]
+            lows = [lo for lo in rows[i + 1 :] if hi[2] - lo[2] >= gap]
             out.extend(_pairs_in_group(builder, [hi], lows, ledger))
         for rec, _, rating in rows:
-            ledger.note(rec, "unpaired", f"no answer to the same prompt rated {gap:g} or more "
-                        f"away from {rating:g}")
+            ledger.note(
+                rec,
+                "unpaired",
+                f"no answer to the same prompt rated {gap:g} or more away from {rating:g}",
+            )
     return out
 
 
-def _pairs_in_group(builder: PairBuilder, good: list[tuple[RawRecord, str, Any]],
-                    bad: list[tuple[RawRecord, str, Any]], ledger: Ledger) -> list[Example]:
+def _pairs_in_group(
+    builder: PairBuilder,
+    good: list[tuple[RawRecord, str, Any]],
+    bad: list[tuple[RawRecord, str, Any]],
+    ledger: Ledger,
+) -> list[Example]:
     out = []
     for g_rec, g_text, _ in good:
         user = [{"role": "user", "content": builder.prompt_of(g_rec)}]

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hwkit.atomic import write_jsonl_atomic, write_text_atomic
 from hwkit.log import get_logger
 from hwkit.plugins.data import dedupe as dedupe_mod
 from hwkit.plugins.data import preference, sft
@@ -18,12 +19,7 @@ from hwkit.plugins.data.columns import Columns
 from hwkit.plugins.data.config import DataConfig
 from hwkit.plugins.data.example import Example
 from hwkit.plugins.data.readiness import ReadinessReport, build_report
-from hwkit.plugins.data.records import (
-    Ledger,
-    RawRecord,
-    write_jsonl_atomic,
-    write_text_atomic,
-)
+from hwkit.plugins.data.records import Ledger, RawRecord
 from hwkit.plugins.data.sources import load
 from hwkit.plugins.data.split import split
 
@@ -64,12 +60,13 @@ class PreparedData:
         return paths
 
 
-def _confidence_filter(examples: list[Example], cfg: DataConfig, column: str,
-                       ledger: Ledger) -> list[Example]:
+def _confidence_filter(
+    examples: list[Example], cfg: DataConfig, column: str, ledger: Ledger
+) -> list[Example]:
     assert cfg.min_confidence is not None
     out = []
     for ex in examples:
-        raw = ex.sources[0].data.get(column)
+        raw: Any = ex.sources[0].data.get(column)  # float() raises on None: caught below
         try:
             value = float(raw)
         except (TypeError, ValueError):
@@ -78,8 +75,11 @@ def _confidence_filter(examples: list[Example], cfg: DataConfig, column: str,
             continue
         if value < cfg.min_confidence:
             for rec in ex.sources:
-                ledger.note(rec, "low_confidence",
-                            f"{column} {value:g} < min_confidence {cfg.min_confidence:g}")
+                ledger.note(
+                    rec,
+                    "low_confidence",
+                    f"{column} {value:g} < min_confidence {cfg.min_confidence:g}",
+                )
             continue
         out.append(ex)
     return out
@@ -121,14 +121,24 @@ def prepare(cfg: DataConfig, rejects_path: Path | None = None) -> PreparedData:
         thresholds=cfg.thresholds,
     )
     if report.rows_in != report.rows_kept + report.rows_rejected:  # a bug, never bad input
-        raise RuntimeError(f"data pipeline lost rows: {report.rows_in} in, {kept} kept, "
-                           f"{report.rows_rejected} rejected")
+        raise RuntimeError(
+            f"data pipeline lost rows: {report.rows_in} in, {kept} kept, "
+            f"{report.rows_rejected} rejected"
+        )
     reject_rows = [r.to_dict() for r in rejects.items]
-    data = PreparedData([ex.row for ex in train], [ex.row for ex in validation], report,
-                        reject_rows)
+    data = PreparedData(
+        [ex.row for ex in train], [ex.row for ex in validation], report, reject_rows
+    )
     if rejects_path is not None:
         data.rejects_path = write_jsonl_atomic(rejects_path, reject_rows)
-    log.info("data.prepared", source=loaded.name, rows=report.rows_in, kept=kept,
-             rejected=report.rows_rejected, train=report.train, validation=report.validation,
-             ready=report.ready)
+    log.info(
+        "data.prepared",
+        source=loaded.name,
+        rows=report.rows_in,
+        kept=kept,
+        rejected=report.rows_rejected,
+        train=report.train,
+        validation=report.validation,
+        ready=report.ready,
+    )
     return data

@@ -56,9 +56,17 @@ class ReadinessReport(BaseModel):
         return self.model_dump(mode="json")
 
 
-def build_report(*, source: str, kind: str, rows_in: int, rows_kept: int,
-                 rejected_by_reason: dict[str, int], train: list[Example],
-                 validation: list[Example], thresholds: ReadinessThresholds) -> ReadinessReport:
+def build_report(
+    *,
+    source: str,
+    kind: str,
+    rows_in: int,
+    rows_kept: int,
+    rejected_by_reason: dict[str, int],
+    train: list[Example],
+    validation: list[Example],
+    thresholds: ReadinessThresholds,
+) -> ReadinessReport:
     examples = [*train, *validation]
     words = [word_count(ex.answer) for ex in examples]
     categories: dict[str, int] = {}
@@ -70,14 +78,30 @@ def build_report(*, source: str, kind: str, rows_in: int, rows_kept: int,
     total = sum(words)
     t = thresholds
     checks = [
-        Check(name="answers", value=len(examples), minimum=t.min_answers,
-              met=len(examples) >= t.min_answers),
-        Check(name="words per answer (mean)", value=round(mean, 1),
-              minimum=t.min_words_per_answer, met=mean >= t.min_words_per_answer),
-        Check(name="categories", value=len(categories), minimum=t.min_categories,
-              met=len(categories) >= t.min_categories),
-        Check(name="total words", value=total, minimum=t.min_total_words,
-              met=total >= t.min_total_words),
+        Check(
+            name="answers",
+            value=len(examples),
+            minimum=t.min_answers,
+            met=len(examples) >= t.min_answers,
+        ),
+        Check(
+            name="words per answer (mean)",
+            value=round(mean, 1),
+            minimum=t.min_words_per_answer,
+            met=mean >= t.min_words_per_answer,
+        ),
+        Check(
+            name="categories",
+            value=len(categories),
+            minimum=t.min_categories,
+            met=len(categories) >= t.min_categories,
+        ),
+        Check(
+            name="total words",
+            value=total,
+            minimum=t.min_total_words,
+            met=total >= t.min_total_words,
+        ),
     ]
     return ReadinessReport(
         source=source,

@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
-from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 LocatorKind = Literal["line", "row"]
@@ -53,8 +49,16 @@ class Rejects:
     source: str
     items: list[Reject] = field(default_factory=list)
 
-    def add(self, rec: RawRecord | None, reason: str, detail: str, *, locator: LocatorKind = "row",
-            position: int = 0, record: Any = None) -> None:
+    def add(
+        self,
+        rec: RawRecord | None,
+        reason: str,
+        detail: str,
+        *,
+        locator: LocatorKind = "row",
+        position: int = 0,
+        record: Any = None,
+    ) -> None:
         if rec is not None:
             locator, position, record = rec.locator, rec.position, rec.data
         self.items.append(Reject(self.source, locator, position, reason, detail, record))
@@ -69,28 +73,6 @@ class Rejects:
 def to_json_line(obj: Any) -> str:
     """One JSON line; values SQL drivers return (Decimal, datetime) become strings."""
     return json.dumps(obj, ensure_ascii=False, default=str)
-
-
-def write_jsonl_atomic(path: Path, rows: Iterable[Any]) -> Path:
-    """Write JSON lines to a temp file in the same folder, then ``os.replace`` it into place."""
-    text = "".join(to_json_line(r) + "\n" for r in rows)
-    return write_text_atomic(path, text)
-
-
-def write_text_atomic(path: Path, text: str) -> Path:
-    """Readers see the old file or the whole new one, never a half-written one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 class Ledger:

@@ -59,15 +59,19 @@ def template_fields(template: str) -> list[str]:
     try:
         parsed = list(string.Formatter().parse(template))
     except ValueError as exc:
-        raise ConfigError(f"template is not a valid format string: {exc}",
-                          hint="write literal braces as {{ and }}") from None
+        raise ConfigError(
+            f"template is not a valid format string: {exc}",
+            hint="write literal braces as {{ and }}",
+        ) from None
     names: list[str] = []
     for _, name, _, _ in parsed:
         if name is None:
             continue
         if not name or not name.isidentifier():
-            raise ConfigError(f"template placeholder {{{name}}} must be a column name",
-                              hint="write literal braces as {{ and }}")
+            raise ConfigError(
+                f"template placeholder {{{name}}} must be a column name",
+                hint="write literal braces as {{ and }}",
+            )
         if name not in names:
             names.append(name)
     return names
@@ -100,8 +104,7 @@ def resolve(cfg: DataConfig, cols: Columns) -> SftPlan:
         for name in targets:
             if not cols.has(name):
                 raise cols.missing(name, "target")
-        return SftPlan("template", targets=targets, fields=fields, category=category,
-                       system=system)
+        return SftPlan("template", targets=targets, fields=fields, category=category, system=system)
     messages = cols.explicit("messages")
     if messages is None and cfg.mapping.user is None and cfg.mapping.assistant is None:
         messages = cols.find("messages")
@@ -118,8 +121,9 @@ def resolve(cfg: DataConfig, cols: Columns) -> SftPlan:
     inp = cols.explicit("input")
     if inp is None and user.lower() == "instruction":
         inp = cols.find("input", exclude=(user, assistant))
-    return SftPlan("columns", user=user, input=inp, assistant=assistant, category=category,
-                   system=system)
+    return SftPlan(
+        "columns", user=user, input=inp, assistant=assistant, category=category, system=system
+    )
 
 
 def _render_target(rec: dict[str, Any], targets: list[str]) -> str:
@@ -206,8 +210,9 @@ def build(rec: RawRecord, plan: SftPlan, cfg: DataConfig) -> Example:
     return Example({"messages": msgs}, answer, prompt, category or None, [rec])
 
 
-def build_all(records: list[RawRecord], plan: SftPlan, cfg: DataConfig,
-              ledger: Ledger) -> list[Example]:
+def build_all(
+    records: list[RawRecord], plan: SftPlan, cfg: DataConfig, ledger: Ledger
+) -> list[Example]:
     out: list[Example] = []
     for rec in records:
         try:

@@ -112,8 +112,14 @@ def _read_jsonl(path: Path) -> Loaded:
                 text = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
             except UnicodeDecodeError as exc:
                 out.rows_in += 1
-                out.rejects.add(None, "bad_encoding", f"not UTF-8: {exc.reason}", locator="line",
-                                position=lineno, record=raw.decode("utf-8", "replace"))
+                out.rejects.add(
+                    None,
+                    "bad_encoding",
+                    f"not UTF-8: {exc.reason}",
+                    locator="line",
+                    position=lineno,
+                    record=raw.decode("utf-8", "replace"),
+                )
                 continue
             if not text.strip():
                 continue
@@ -121,13 +127,24 @@ def _read_jsonl(path: Path) -> Loaded:
             try:
                 obj = json.loads(text)
             except json.JSONDecodeError as exc:
-                out.rejects.add(None, "malformed_json", f"{exc.msg} at column {exc.colno}",
-                                locator="line", position=lineno, record=text.rstrip("\r\n"))
+                out.rejects.add(
+                    None,
+                    "malformed_json",
+                    f"{exc.msg} at column {exc.colno}",
+                    locator="line",
+                    position=lineno,
+                    record=text.rstrip("\r\n"),
+                )
                 continue
             if not isinstance(obj, dict):
-                out.rejects.add(None, "not_an_object",
-                                f"expected a JSON object, got {type(obj).__name__}",
-                                locator="line", position=lineno, record=obj)
+                out.rejects.add(
+                    None,
+                    "not_an_object",
+                    f"expected a JSON object, got {type(obj).__name__}",
+                    locator="line",
+                    position=lineno,
+                    record=obj,
+                )
                 continue
             out.records.append(RawRecord(obj, "line", lineno))
     log.debug("data.read", source=str(path), rows=out.rows_in, rejected=len(out.rejects.items))
@@ -149,8 +166,10 @@ def _read_json(path: Path) -> Loaded:
     if isinstance(doc, dict):
         lists = [k for k, v in doc.items() if isinstance(v, list)]
         if len(lists) != 1:
-            raise ConfigError(f"{path}: expected a JSON array of objects, got an object",
-                              hint="store the rows as a top-level array or as JSON lines")
+            raise ConfigError(
+                f"{path}: expected a JSON array of objects, got an object",
+                hint="store the rows as a top-level array or as JSON lines",
+            )
         doc = doc[lists[0]]
     if not isinstance(doc, list):
         raise ConfigError(f"{path}: expected a JSON array of objects")
@@ -160,8 +179,14 @@ def _read_json(path: Path) -> Loaded:
         if isinstance(obj, dict):
             out.records.append(RawRecord(obj, "row", i))
         else:
-            out.rejects.add(None, "not_an_object", f"expected a JSON object, got "
-                            f"{type(obj).__name__}", locator="row", position=i, record=obj)
+            out.rejects.add(
+                None,
+                "not_an_object",
+                f"expected a JSON object, got {type(obj).__name__}",
+                locator="row",
+                position=i,
+                record=obj,
+            )
     return out
 
 
@@ -178,8 +203,10 @@ def _read_csv(path: Path, *, delimiter: str) -> Loaded:
             raise ConfigError(f"{path}: unreadable CSV header: {exc}") from None
         header = [h.strip() for h in header]
         if len(set(header)) != len(header) or any(not h for h in header):
-            raise ConfigError(f"{path} line 1: CSV header has empty or repeated column names: "
-                              f"{header}", hint="give every column a unique name")
+            raise ConfigError(
+                f"{path} line 1: CSV header has empty or repeated column names: {header}",
+                hint="give every column a unique name",
+            )
         while True:
             start = reader.line_num + 1
             try:
@@ -188,15 +215,22 @@ def _read_csv(path: Path, *, delimiter: str) -> Loaded:
                 break
             except (csv.Error, UnicodeDecodeError) as exc:
                 out.rows_in += 1
-                out.rejects.add(None, "malformed_csv", str(exc), locator="line", position=start,
-                                record=None)
+                out.rejects.add(
+                    None, "malformed_csv", str(exc), locator="line", position=start, record=None
+                )
                 continue
             if not values or all(not v.strip() for v in values):
                 continue
             out.rows_in += 1
             if len(values) != len(header):
-                out.rejects.add(None, "malformed_csv", f"row has {len(values)} fields, header "
-                                f"has {len(header)}", locator="line", position=start, record=values)
+                out.rejects.add(
+                    None,
+                    "malformed_csv",
+                    f"row has {len(values)} fields, header has {len(header)}",
+                    locator="line",
+                    position=start,
+                    record=values,
+                )
                 continue
             out.records.append(RawRecord(dict(zip(header, values, strict=True)), "line", start))
     return out
@@ -217,8 +251,10 @@ def _read_sql(source: str, query: str | None) -> Loaded:
 
     shown = mask_url(source)
     if not query:
-        raise ConfigError(f"source {shown} is a database: query is required",
-                          hint='set query = "SELECT question, answer, category FROM reflections"')
+        raise ConfigError(
+            f"source {shown} is a database: query is required",
+            hint='set query = "SELECT question, answer, category FROM reflections"',
+        )
     try:
         url = make_url(_engine_url(source))
     except ArgumentError as exc:
@@ -228,12 +264,15 @@ def _read_sql(source: str, query: str | None) -> Loaded:
     connect_args: dict[str, Any] = {}
     if url.get_backend_name() == "sqlite":
         if not url.database or not Path(url.database).is_file():
-            raise NotFoundError(f"SQLite database {url.database} does not exist",
-                                hint="check the path after sqlite:///")
+            raise NotFoundError(
+                f"SQLite database {url.database} does not exist",
+                hint="check the path after sqlite:///",
+            )
         where = f"file {url.database}"
         # read-only: a query can never change the user's data
-        url = url.set(database=f"file:{Path(url.database).resolve()}?mode=ro",
-                      query={"uri": "true"})
+        url = url.set(
+            database=f"file:{Path(url.database).resolve()}?mode=ro", query={"uri": "true"}
+        )
     elif url.get_backend_name() == "postgresql":
         connect_args["connect_timeout"] = 5
     out = Loaded(shown, rejects=Rejects(shown))
@@ -245,11 +284,13 @@ def _read_sql(source: str, query: str | None) -> Loaded:
     try:
         engine = create_engine(url, connect_args=connect_args)
     except NoSuchModuleError as exc:
-        raise ConfigError(f"no SQLAlchemy driver for {shown}: {exc}",
-                          hint="pip install 'hwkit[data]'") from None
+        raise ConfigError(
+            f"no SQLAlchemy driver for {shown}: {exc}", hint="pip install 'hwkit[data]'"
+        ) from None
     except ImportError as exc:
-        raise ConfigError(f"database driver missing for {shown}: {exc}",
-                          hint="pip install 'hwkit[data]'") from None
+        raise ConfigError(
+            f"database driver missing for {shown}: {exc}", hint="pip install 'hwkit[data]'"
+        ) from None
     try:
         try:
             conn = engine.connect()
@@ -266,8 +307,10 @@ def _read_sql(source: str, query: str | None) -> Loaded:
                     out.records.append(RawRecord(dict(row), "row", i))
             except SQLAlchemyError as exc:
                 orig = getattr(exc, "orig", None) or exc
-                raise ConfigError(f"query failed on {shown}: {scrub(str(orig))}",
-                                  hint="check the table and column names in query") from None
+                raise ConfigError(
+                    f"query failed on {shown}: {scrub(str(orig))}",
+                    hint="check the table and column names in query",
+                ) from None
     finally:
         engine.dispose()
     log.info("data.read", source=shown, rows=out.rows_in)
@@ -294,13 +337,17 @@ def _read_hf(path_str: str, split: str) -> Loaded:
         builders = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
         suffix = path.suffix.lower() if path.suffix.lower() != ".gz" else Path(path.stem).suffix
         if suffix not in builders:
-            raise ConfigError(f"hf:{path}: unsupported file type {suffix!r}",
-                              hint="use .jsonl, .json, .csv or .parquet")
+            raise ConfigError(
+                f"hf:{path}: unsupported file type {suffix!r}",
+                hint="use .jsonl, .json, .csv or .parquet",
+            )
         ds = load_dataset(builders[suffix], data_files=str(path))
     if isinstance(ds, DatasetDict):
         if split not in ds:
-            raise ConfigError(f"hf:{path} has no split {split!r}",
-                              hint=f"available splits: {', '.join(ds)}; set split")
+            raise ConfigError(
+                f"hf:{path} has no split {split!r}",
+                hint=f"available splits: {', '.join(ds)}; set split",
+            )
         ds = ds[split]
     assert isinstance(ds, Dataset)
     name = f"hf:{path}"

@@ -13,8 +13,9 @@ def group_key(ex: Example) -> str:
     return hashlib.blake2b(normalise(ex.prompt_text).encode("utf-8"), digest_size=12).hexdigest()
 
 
-def split(examples: list[Example], fraction: float, seed: int) -> tuple[list[Example],
-                                                                       list[Example]]:
+def split(
+    examples: list[Example], fraction: float, seed: int
+) -> tuple[list[Example], list[Example]]:
     """Deterministic for a given seed and input; keeps the input order inside each part.
 
     Groups are shuffled by the seed and go to validation until it holds the requested

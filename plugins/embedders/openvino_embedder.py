@@ -272,8 +272,8 @@ class OpenVINOEmbedder(PrefixMixin, Embedder):
                 for slot in range(len(requests)):
                     collect(slot)
             finally:  # never leave a request running into the next call (it would be busy)
-                for slot, index in enumerate(in_flight):
-                    if index is not None:
+                for slot, pending in enumerate(in_flight):
+                    if pending is not None:
                         requests[slot].wait()
         # Pooling already normalised; renormalising in float32 guards against INT8 drift.
         norms = np.linalg.norm(out, axis=1, keepdims=True)

@@ -39,7 +39,7 @@ class PooledEncoder(torch.nn.Module):
 
     def __init__(self, model: torch.nn.Module, pooling: Pooling, *, normalize: bool = True) -> None:
         super().__init__()
-        self.model = model
+        self.model: Any = model  # a transformers model: .config, gradient_checkpointing_enable
         self.pooling: Pooling = pooling
         self.normalize = normalize
 

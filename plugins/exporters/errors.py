@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from hwkit.errors import HwkitError
-
-EXIT_VERIFY = 8  # documented in docs/export.md (7 is `hwkit data check`)
+from hwkit.errors import EXIT_VERIFY_FAILED, HwkitError
 
 
 class VerificationError(HwkitError):
     """The exported model disagrees with the torch model beyond the threshold; nothing was
     renamed into place."""
 
-    exit_code = EXIT_VERIFY
+    exit_code = EXIT_VERIFY_FAILED

@@ -6,12 +6,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from hwkit.atomic import write_json_atomic
 from hwkit.errors import NotFoundError
 from hwkit.exporter import Exporter
 from hwkit.log import get_logger
 from hwkit.plugins.exporters.errors import VerificationError
 from hwkit.plugins.exporters.source import resolve_source
-from hwkit.plugins.exporters.staging import REPORT, staged_dir, write_json_atomic
+from hwkit.plugins.exporters.staging import REPORT, staged_dir
 from hwkit.plugins.exporters.verify import prompt_token_ids
 
 log = get_logger(__name__)

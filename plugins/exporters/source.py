@@ -57,7 +57,7 @@ class Source:
         import torch
         from transformers import AutoModelForCausalLM
 
-        model = AutoModelForCausalLM.from_pretrained(
+        model: Any = AutoModelForCausalLM.from_pretrained(
             str(self.base), dtype=dtype or torch.float32, local_files_only=True
         )
         if self.adapter is not None:

@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from hwkit.atomic import write_json_atomic
+
 REPORT = "export.json"
 
 
@@ -47,13 +49,6 @@ def staged_dir(final: Path) -> Iterator[Path]:
             shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def write_json_atomic(path: Path, data: Any) -> Path:
-    """JSON to ``path`` through a temporary file and a rename."""
-    with staged_file(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
-    return path
 
 
 def update_report(out_dir: Path, key: str, figures: dict[str, Any]) -> Path:

@@ -8,6 +8,7 @@ every position the argmax of the logits is compared. Tokenisation is checked on 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,17 +40,32 @@ def prompt_token_ids(
     return seqs
 
 
-def torch_argmax(model: Any, seqs: Sequence[Sequence[int]]) -> list[np.ndarray]:
-    """Argmax of the torch model's logits at every position of every sequence."""
+# Positions where the torch model's top-1 logit leads the runner-up by at least this much are
+# "decisive": a correct export must agree there. Below it, a near-tie can flip on rounding.
+DECISIVE_MARGIN = 0.5
 
+
+@dataclass
+class Reference:
+    """The torch model's choices: argmax and top-1 minus top-2 logit at every position."""
+
+    seqs: list[list[int]]
+    argmax: list[np.ndarray]
+    margin: list[np.ndarray]
+
+
+def torch_reference(model: Any, seqs: Sequence[Sequence[int]]) -> Reference:
+    """Score every position of every sequence with the torch model."""
     import torch
 
-    out = []
+    argmax, margin = [], []
     with torch.inference_mode():
         for ids in seqs:
-            logits = model(input_ids=torch.tensor([list(ids)])).logits[0]
-            out.append(logits.float().argmax(-1).cpu().numpy())
-    return out
+            logits = model(input_ids=torch.tensor([list(ids)])).logits[0].float()
+            top = logits.topk(2, dim=-1).values
+            argmax.append(logits.argmax(-1).cpu().numpy())
+            margin.append((top[:, 0] - top[:, 1]).cpu().numpy())
+    return Reference([list(s) for s in seqs], argmax, margin)
 
 
 def llama_cpp_argmax(gguf: Path, seqs: Sequence[Sequence[int]]) -> list[np.ndarray]:
@@ -82,19 +98,35 @@ def llama_cpp_tokens(gguf: Path, texts: Sequence[str]) -> list[list[int]]:
         llm.close()
 
 
-def agreement(reference: Sequence[np.ndarray], candidate: Sequence[np.ndarray]) -> dict[str, Any]:
-    """Share of positions where both runtimes choose the same next token."""
-    import numpy as np
+def agreement(reference: Reference, candidate: Sequence[np.ndarray]) -> dict[str, Any]:
+    """Share of positions where both runtimes choose the same next token.
 
-    total = sum(len(r) for r in reference)
-    matched = sum(
-        int((np.asarray(r) == np.asarray(c)).sum())
-        for r, c in zip(reference, candidate, strict=True)
-    )
+    A position whose context (the ids up to it) was already scored is counted once: the
+    prompts share the chat template's system preamble, which would otherwise weigh 4x.
+    """
+    seen: set[tuple[int, ...]] = set()
+    total = matched = decisive = decisive_matched = 0
+    for seq, ref, margin, cand in zip(
+        reference.seqs, reference.argmax, reference.margin, candidate, strict=True
+    ):
+        for i in range(len(seq)):
+            key = tuple(seq[: i + 1])
+            if key in seen:
+                continue
+            seen.add(key)
+            same = int(ref[i] == cand[i])
+            total += 1
+            matched += same
+            if margin[i] >= DECISIVE_MARGIN:
+                decisive += 1
+                decisive_matched += same
     return {
         "top1_agreement": matched / total if total else 0.0,
         "positions": total,
         "matched": matched,
+        "decisive_agreement": decisive_matched / decisive if decisive else 0.0,
+        "decisive_positions": decisive,
+        "decisive_margin": DECISIVE_MARGIN,
     }
 
 

@@ -18,7 +18,7 @@ from hwkit.embedder import Embedder
 from hwkit.errors import UsageError
 from hwkit.log import get_logger
 from hwkit.plugins.retrievers.bm25 import top_k
-from hwkit.plugins.retrievers.documents import DocTable, check_documents
+from hwkit.plugins.retrievers.documents import DocTable, Reject, check_documents
 from hwkit.plugins.retrievers.embedding import embedder_for_index, embedder_identity, make_embedder
 from hwkit.plugins.retrievers.store import Manifest, StoredRetriever
 from hwkit.retriever import Document, Hit
@@ -53,7 +53,7 @@ class DenseRetriever(StoredRetriever):
         self.ef_construction, self.ef_search = ef_construction, ef_search
         self.batch_size = batch_size
         self.docs = DocTable()
-        self.rejects = []
+        self.rejects: list[Reject] = []
         self.vectors = np.zeros((0, 0), dtype=np.float32)
         self._hnsw: Any = None
 

@@ -21,7 +21,7 @@ import numpy as np
 from hwkit.embedder import Embedder
 from hwkit.errors import ConfigError, UnavailableError, UsageError
 from hwkit.log import get_logger
-from hwkit.plugins.retrievers.documents import DocTable, check_documents
+from hwkit.plugins.retrievers.documents import DocTable, Reject, check_documents
 from hwkit.plugins.retrievers.embedding import embedder_for_index, embedder_identity, make_embedder
 from hwkit.plugins.retrievers.store import Manifest, StoredRetriever
 from hwkit.retriever import Document, Hit
@@ -59,7 +59,7 @@ class MilvusRetriever(StoredRetriever):
         self._token = token if token is not None else os.environ.get(TOKEN_ENV, "")
         self.collection, self.timeout, self.batch_size = collection, timeout, batch_size
         self.docs = DocTable()
-        self.rejects = []
+        self.rejects: list[Reject] = []
         self._client: Any = None
 
     @property

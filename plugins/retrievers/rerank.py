@@ -31,7 +31,7 @@ def first_stage_class(name: str) -> type[StoredRetriever]:
         return builtins[name]
     from hwkit.plugin_manager import load_plugins
 
-    return load_plugins().retrievers.get(name)  # type: ignore[no-any-return]
+    return load_plugins().retrievers.get(name)
 
 
 class RerankRetriever(StoredRetriever):
@@ -67,12 +67,25 @@ class RerankRetriever(StoredRetriever):
         self._model: Any = None
         self._tokenizer: Any = None
 
+    conformance_unavailable = (
+        "no cross-encoder model on this machine; set HWKIT_RERANK_MODEL to a local "
+        "sequence-classification model directory"
+    )
+
+    @classmethod
+    def conformance_instance(cls, device: Any) -> RerankRetriever | None:
+        """For hwkit's conformance kit: a reranker over BM25 with ``$HWKIT_RERANK_MODEL``."""
+        import os
+
+        model = os.environ.get("HWKIT_RERANK_MODEL")
+        return cls(model, device=device) if model else None
+
     # The documents are the first stage's.
-    @property  # type: ignore[override]
-    def docs(self) -> DocTable:
+    @property
+    def docs(self) -> DocTable:  # type: ignore[override]  # read-only: the first stage's
         return self.first_stage.docs
 
-    @property  # type: ignore[override]
+    @property
     def rejects(self) -> list[Reject]:
         return self.first_stage.rejects
 
@@ -98,7 +111,7 @@ class RerankRetriever(StoredRetriever):
         self.first_stage.index(docs)
 
     def add(self, docs: Iterable[Document]) -> None:
-        self.first_stage.add(docs)  # type: ignore[attr-defined]
+        self.first_stage.add(docs)
 
     def score_pairs(self, query: str, texts: list[str]) -> np.ndarray:
         """Cross-encoder scores of ``query`` against each text, in input order."""

@@ -25,15 +25,15 @@ import shutil
 import tempfile
 import uuid
 from abc import abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from hwkit.errors import ConfigError, NotFoundError, UsageError
 from hwkit.log import get_logger
 from hwkit.plugins.retrievers.documents import DocTable, Reject, write_rejects
-from hwkit.retriever import Retriever
+from hwkit.retriever import Document, Retriever
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -209,6 +209,10 @@ class StoredRetriever(Retriever):
     name: str
     docs: DocTable
     rejects: list[Reject]
+
+    if TYPE_CHECKING:  # every built-in stored retriever has it; declared for the type checker only
+
+        def add(self, docs: Iterable[Document]) -> None: ...
 
     @abstractmethod
     def options(self) -> dict[str, Any]:

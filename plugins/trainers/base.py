@@ -15,8 +15,9 @@ import shutil
 import tempfile
 from abc import abstractmethod
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
+from hwkit import atomic
 from hwkit.errors import ConfigError, UnavailableError, UsageError
 from hwkit.log import get_logger
 from hwkit.plugins.trainers import checkpoints as ckpt
@@ -26,7 +27,7 @@ from hwkit.trainer import Trainer, TrainResult
 
 if TYPE_CHECKING:
     from hwkit.device import Device
-    from hwkit.plan import Plan
+    from hwkit.plan import JobKind, Plan
     from hwkit.plugins.data import DataConfig
     from hwkit.runtime import Runtime
 
@@ -43,11 +44,13 @@ def world() -> tuple[int, int]:
 class HFTrainerPlugin(Trainer):
     """A hwkit Trainer on a trl trainer class. Subclasses name the job and build trl's parts."""
 
-    job_kind: ClassVar[str]  # the allocator's job kind for LoRA ("sft" or "dpo")
+    job_kind: ClassVar[JobKind]  # the allocator's job kind for LoRA ("sft" or "dpo")
     paired_rows: ClassVar[bool] = False
 
     def __init__(self, config: TrainConfig | None = None) -> None:
-        self.config: TrainConfig = config if config is not None else self.config_model()
+        self.config: TrainConfig = (
+            config if config is not None else cast(TrainConfig, self.config_model())
+        )
 
     # -- what subclasses provide ------------------------------------------------------------
     @abstractmethod
@@ -89,7 +92,7 @@ class HFTrainerPlugin(Trainer):
         plan = self.make_plan(config, model_dir, runtime, rows=len(train))
         device = self._device(plan, runtime)
         if rank == 0:
-            rundir.write_json_atomic(out / rundir.PLAN, plan.model_dump(mode="json"))
+            atomic.write_json_atomic(out / rundir.PLAN, plan.model_dump(mode="json"))
             rundir.write_toml_atomic(out / rundir.CONFIG, to_toml_dict(config))
         self._data_report = data_report
         return self.fit(
@@ -102,11 +105,11 @@ class HFTrainerPlugin(Trainer):
         train_path, val_path = out / rundir.TRAIN_DATA, out / rundir.VALIDATION_DATA
         if resume and train_path.is_file():
             # The same rows in the same order as the interrupted run, whatever the source does now.
-            report = rundir.read_jsonl(out / ".data-report.jsonl")
+            reports = rundir.read_jsonl(out / ".data-report.jsonl")
             return (
                 rundir.read_jsonl(train_path),
                 rundir.read_jsonl(val_path),
-                report[0] if report else {},
+                reports[0] if reports else {},
             )
         if (
             not resume
@@ -134,9 +137,9 @@ class HFTrainerPlugin(Trainer):
             )
         report = data.report.to_json_dict()
         if rank == 0:
-            rundir.write_jsonl_atomic(train_path, data.train)
-            rundir.write_jsonl_atomic(val_path, data.validation)
-            rundir.write_jsonl_atomic(out / ".data-report.jsonl", [report])
+            atomic.write_jsonl_atomic(train_path, data.train)
+            atomic.write_jsonl_atomic(val_path, data.validation)
+            atomic.write_jsonl_atomic(out / ".data-report.jsonl", [report])
         return data.train, data.validation, report
 
     def make_plan(
@@ -145,11 +148,11 @@ class HFTrainerPlugin(Trainer):
         from hwkit.allocator import Job, ModelSpec, plan
 
         _, world_size = world()
-        kind = "full" if config.method == "full" else self.job_kind
+        kind: JobKind = "full" if config.method == "full" else self.job_kind
         quant = "nf4" if config.method == "qlora" else config.quantization
         per_process = max(1, math.ceil(config.effective_batch / world_size))
         job = Job(
-            kind=kind,  # type: ignore[arg-type]
+            kind=kind,
             model=ModelSpec.from_pretrained(model_dir),
             seq_len=int(config.max_seq_len or 512),
             effective_batch=per_process,
@@ -341,7 +344,7 @@ class HFTrainerPlugin(Trainer):
             else:
                 baseline = _plain(trainer.evaluate(metric_key_prefix="eval"))
                 if rank == 0:
-                    rundir.write_json_atomic(baseline_path, baseline)
+                    atomic.write_json_atomic(baseline_path, baseline)
         log.info(
             "train.start",
             trainer=self.name,
@@ -388,7 +391,7 @@ class HFTrainerPlugin(Trainer):
             "data": getattr(self, "_data_report", {}),
         }
         if rank == 0:
-            artifacts["report"] = rundir.write_json_atomic(output_dir / rundir.REPORT, report)
+            artifacts["report"] = atomic.write_json_atomic(output_dir / rundir.REPORT, report)
             for name in (rundir.PLAN, rundir.CONFIG, rundir.METRICS, rundir.REJECTS):
                 if (output_dir / name).is_file():
                     artifacts[name] = output_dir / name

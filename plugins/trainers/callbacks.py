@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 log = get_logger("hwkit.train")
 
 
-class MetricsCallback(TrainerCallback):  # type: ignore[misc]
+class MetricsCallback(TrainerCallback):
     """metrics.jsonl + structlog events + the terminal progress bar (main process only)."""
 
     def __init__(self, path: Path, device: Device, counter: TokenCounter, *, run: str) -> None:
@@ -117,7 +117,7 @@ class MetricsCallback(TrainerCallback):  # type: ignore[misc]
             self._progress.update(self._task, loss=f"{logs['loss']:.4f}")
 
 
-class CompleteCheckpoints(TrainerCallback):  # type: ignore[misc]
+class CompleteCheckpoints(TrainerCallback):
     """After HF saves ``checkpoint-N``: barrier, marker, rotation (main process only)."""
 
     def __init__(self, folder: Path, keep: int) -> None:
@@ -142,7 +142,7 @@ def _barrier() -> None:
         dist.barrier()
 
 
-class GuardCallback(TrainerCallback):  # type: ignore[misc]
+class GuardCallback(TrainerCallback):
     """Calls ``guard.at_step_boundary()`` before each optimizer step."""
 
     def __init__(self, guard: MemoryGuard) -> None:

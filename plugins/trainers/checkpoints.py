@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from hwkit.atomic import write_json_atomic
 from hwkit.log import get_logger
-from hwkit.plugins.trainers.rundir import write_json_atomic
 
 log = get_logger(__name__)
 

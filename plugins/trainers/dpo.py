@@ -39,7 +39,7 @@ class DPOTrainerPlugin(HFTrainerPlugin):
 
         from hwkit.plugins.trainers.guarded import GuardedMixin
 
-        class GuardedDPOTrainer(GuardedMixin, DPOTrainer):  # type: ignore[misc]
+        class GuardedDPOTrainer(GuardedMixin, DPOTrainer):
             pass
 
         return GuardedDPOTrainer(ref_model=None, **kwargs)

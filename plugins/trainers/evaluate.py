@@ -18,6 +18,7 @@ from typing import Any
 
 import tomllib
 
+from hwkit import atomic
 from hwkit.errors import ConfigError, NotFoundError
 from hwkit.log import get_logger
 from hwkit.plugins.trainers import rundir
@@ -96,7 +97,7 @@ def evaluate_run(
         "metrics": metrics,
         "samples": generated,
     }
-    rundir.write_json_atomic(run_dir / rundir.EVAL, result)
+    atomic.write_json_atomic(run_dir / rundir.EVAL, result)
     log.info("eval.done", run=str(run_dir), **{k: v for k, v in metrics.items()})
     return result
 
@@ -131,7 +132,7 @@ def load_trained(run_dir: Path, report: dict[str, Any]) -> tuple[Any, Any, bool]
 
 def _adapter_off(model: Any) -> Any:
     def ctx() -> contextlib.AbstractContextManager[Any]:
-        return model.disable_adapter()  # type: ignore[no-any-return]
+        return model.disable_adapter()
 
     return ctx
 

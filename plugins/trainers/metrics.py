@@ -10,8 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hwkit.atomic import write_bytes_atomic, write_jsonl_atomic
 from hwkit.log import get_logger
-from hwkit.plugins.trainers.rundir import read_jsonl, write_bytes_atomic, write_jsonl_atomic
+from hwkit.plugins.trainers.rundir import read_jsonl
 
 if TYPE_CHECKING:
     pass

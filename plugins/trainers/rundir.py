@@ -8,11 +8,12 @@ the prepared ``train.jsonl``/``validation.jsonl`` and ``checkpoints/``.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+from hwkit.atomic import (
+    write_text_atomic,
+)
 
 PLAN = "plan.json"
 CONFIG = "config.toml"
@@ -24,38 +25,6 @@ TRAIN_DATA = "train.jsonl"
 VALIDATION_DATA = "validation.jsonl"
 CHECKPOINTS = "checkpoints"
 EVAL = "eval.json"
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` so a reader sees the old file or the new one, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def write_text_atomic(path: Path, text: str) -> Path:
-    return write_bytes_atomic(path, text.encode("utf-8"))
-
-
-def write_json_atomic(path: Path, data: Any) -> Path:
-    return write_text_atomic(
-        path, json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n"
-    )
-
-
-def write_jsonl_atomic(path: Path, rows: Iterable[dict[str, Any]]) -> Path:
-    lines = "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in rows)
-    return write_text_atomic(path, lines)
 
 
 def write_toml_atomic(path: Path, data: dict[str, Any]) -> Path:

@@ -47,7 +47,7 @@ class SFTTrainerPlugin(HFTrainerPlugin):
 
         from hwkit.plugins.trainers.guarded import GuardedMixin
 
-        class GuardedSFTTrainer(GuardedMixin, SFTTrainer):  # type: ignore[misc]
+        class GuardedSFTTrainer(GuardedMixin, SFTTrainer):
             pass
 
         return GuardedSFTTrainer(**kwargs)

@@ -6,6 +6,7 @@ import contextlib
 import json
 
 import pytest
+
 from hwkit.device import Capabilities, Device, MemorySnapshot, Telemetry
 
 

@@ -5,8 +5,9 @@ Fixture: ``trainer`` (an instance). Training behaviour itself is each trainer's 
 
 from __future__ import annotations
 
-from hwkit.trainer import Trainer
 from pydantic import BaseModel
+
+from hwkit.trainer import Trainer
 
 
 class TrainerContract:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from hwkit_example_backend import EmuBackend, EmuDevice
+
 from hwkit.plugin_manager import load_plugins
 from hwkit.testing.suite import BackendContract, DeviceContract
-from hwkit_example_backend import EmuBackend, EmuDevice
 
 
 class TestEmuBackend(BackendContract):
