@@ -16,7 +16,7 @@ import numpy as np
 
 from hwkit.errors import UsageError
 from hwkit.log import get_logger
-from hwkit.plugins.retrievers.documents import DocTable, Reject, check_documents
+from hwkit.plugins.retrievers.documents import DocTable, Reject
 from hwkit.plugins.retrievers.store import Manifest, StoredRetriever
 from hwkit.retriever import Document, Hit
 
@@ -88,20 +88,13 @@ class BM25Retriever(StoredRetriever):
 
     # -- indexing ------------------------------------------------------------------------
     def index(self, docs: Iterable[Document]) -> None:
-        kept, self.rejects = check_documents(docs)
-        if self.rejects:
-            log.warning("documents rejected", count=len(self.rejects), reason="no text")
-        self.docs = DocTable()
-        self.docs.extend(kept)
+        self._replace_docs(docs)
         self._doc_tokens = self.tokenize(self.docs.contents())
         self._build()
 
     def add(self, docs: Iterable[Document]) -> None:
         """Add documents; bm25s has no incremental update, so statistics are rebuilt."""
-        kept, rejects = check_documents(docs, existing_ids=self.docs.ids)
-        self.rejects.extend(rejects)
-        start = len(self.docs)
-        self.docs.extend(kept)
+        start = self._append_docs(docs)
         self._doc_tokens = self.doc_tokens()[:start] + self.tokenize(self.docs.contents(start))
         self._build()
 

@@ -18,7 +18,7 @@ from hwkit.embedder import Embedder
 from hwkit.errors import UsageError
 from hwkit.log import get_logger
 from hwkit.plugins.retrievers.bm25 import top_k
-from hwkit.plugins.retrievers.documents import DocTable, Reject, check_documents
+from hwkit.plugins.retrievers.documents import DocTable, Reject
 from hwkit.plugins.retrievers.embedding import embedder_for_index, embedder_identity, make_embedder
 from hwkit.plugins.retrievers.store import Manifest, StoredRetriever
 from hwkit.retriever import Document, Hit
@@ -69,24 +69,21 @@ class DenseRetriever(StoredRetriever):
 
     # -- indexing ------------------------------------------------------------------------
     def index(self, docs: Iterable[Document]) -> None:
-        kept, self.rejects = check_documents(docs)
-        if self.rejects:
-            log.warning("documents rejected", count=len(self.rejects), reason="no text")
-        self.docs = DocTable()
-        self.docs.extend(kept)
+        self._replace_docs(docs)
         self.vectors = self._embed_docs(self.docs.contents())
         self._build_ann()
 
     def add(self, docs: Iterable[Document]) -> None:
         """Embed only the new documents and append their vectors."""
-        kept, rejects = check_documents(docs, existing_ids=self.docs.ids)
-        self.rejects.extend(rejects)
-        start = len(self.docs)
-        self.docs.extend(kept)
-        new = self._embed_docs(self.docs.contents(start))
+        start = self._append_docs(docs)
+        self._append_vectors(self.docs.contents(start))
+        self._build_ann()
+
+    def _append_vectors(self, texts: Sequence[str]) -> None:
+        """Embed only ``texts`` and stack their vectors under the existing ones."""
+        new = self._embed_docs(texts)
         old = np.asarray(self.vectors, dtype=np.float32)
         self.vectors = new if old.size == 0 else np.vstack([old, new])
-        self._build_ann()
 
     def _embed_docs(self, texts: Sequence[str]) -> np.ndarray:
         vectors = self.embedder.embed(list(texts), kind="document", batch_size=self.batch_size)

@@ -23,7 +23,7 @@ from hwkit.embedder import Embedder
 from hwkit.errors import UsageError
 from hwkit.plugins.retrievers.bm25 import BM25Retriever, top_k
 from hwkit.plugins.retrievers.dense import DenseRetriever
-from hwkit.plugins.retrievers.documents import DocTable, Reject, check_documents
+from hwkit.plugins.retrievers.documents import DocTable, Reject
 from hwkit.plugins.retrievers.fusion import convex, rrf
 from hwkit.plugins.retrievers.store import Manifest, StoredRetriever
 from hwkit.retriever import Document, Hit
@@ -77,9 +77,7 @@ class HybridRetriever(StoredRetriever):
         return self.dense.embedder
 
     def index(self, docs: Iterable[Document]) -> None:
-        kept, self.rejects = check_documents(docs)
-        self.docs = DocTable()
-        self.docs.extend(kept)
+        self._replace_docs(docs)
         self._share_docs()
         self.bm25._doc_tokens = self.bm25.tokenize(self.docs.contents())
         self.bm25._build()
@@ -88,16 +86,11 @@ class HybridRetriever(StoredRetriever):
 
     def add(self, docs: Iterable[Document]) -> None:
         """Add documents: only the new ones are embedded; BM25 statistics are rebuilt."""
-        kept, rejects = check_documents(docs, existing_ids=self.docs.ids)
-        self.rejects.extend(rejects)
-        start = len(self.docs)
         old_tokens = self.bm25.doc_tokens()
-        self.docs.extend(kept)
+        start = self._append_docs(docs)
         self.bm25._doc_tokens = old_tokens + self.bm25.tokenize(self.docs.contents(start))
         self.bm25._build()
-        new = self.dense._embed_docs(self.docs.contents(start))
-        old = np.asarray(self.dense.vectors, dtype=np.float32)
-        self.dense.vectors = new if old.size == 0 else np.vstack([old, new])
+        self.dense._append_vectors(self.docs.contents(start))
         self.dense._build_ann()
 
     # -- search --------------------------------------------------------------------------

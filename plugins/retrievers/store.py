@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from hwkit.errors import ConfigError, NotFoundError, UsageError
 from hwkit.log import get_logger
-from hwkit.plugins.retrievers.documents import DocTable, Reject, write_rejects
+from hwkit.plugins.retrievers.documents import DocTable, Reject, check_documents, write_rejects
 from hwkit.retriever import Document, Retriever
 
 FORMAT_VERSION = 1
@@ -213,6 +213,22 @@ class StoredRetriever(Retriever):
     if TYPE_CHECKING:  # every built-in stored retriever has it; declared for the type checker only
 
         def add(self, docs: Iterable[Document]) -> None: ...
+
+    def _replace_docs(self, docs: Iterable[Document]) -> None:
+        """Start over with ``docs``: keep the valid ones, record the rest as rejects."""
+        kept, self.rejects = check_documents(docs)
+        if self.rejects:
+            log.warning("documents rejected", count=len(self.rejects), reason="no text")
+        self.docs = DocTable()
+        self.docs.extend(kept)
+
+    def _append_docs(self, docs: Iterable[Document]) -> int:
+        """Append the valid, not yet indexed ``docs``; returns where the new ones start."""
+        kept, rejects = check_documents(docs, existing_ids=self.docs.ids)
+        self.rejects.extend(rejects)
+        start = len(self.docs)
+        self.docs.extend(kept)
+        return start
 
     @abstractmethod
     def options(self) -> dict[str, Any]:
