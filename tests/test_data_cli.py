@@ -6,27 +6,16 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from typer.testing import CliRunner
 
-from hwkit import log
 from hwkit.cli import app
 from hwkit.errors import ConfigError
 from hwkit.plugins.data import EXIT_NOT_READY
 from hwkit.plugins.data.samples import PERSONA_QUERY, persona_sample_path
 
 runner = CliRunner()
-
-
-@pytest.fixture(autouse=True)
-def _rebind_log_stream() -> Iterator[None]:
-    """The CLI callback configures structlog while CliRunner has swapped sys.stderr; bind it
-    back to the live stream afterwards so later tests do not log to a closed file."""
-    yield
-    log.configure()
 
 
 def test_check_ready_sample_prints_the_table() -> None:
