@@ -3,30 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-
-def hwkit(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    full = {
-        k: v for k, v in os.environ.items() if k not in ("HWKIT_PROFILE", "HWKIT_DISABLE_PLUGINS")
-    }
-    full.update(env)
-    return subprocess.run(
-        [sys.executable, "-m", "hwkit", *args],
-        capture_output=True,
-        text=True,
-        env=full,
-        timeout=120,
-    )
+from tests.cli import run_hwkit
 
 
 def test_doctor_on_this_machine() -> None:
-    result = hwkit("doctor", "--json")
+    result = run_hwkit("doctor", "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     backends = {b["name"]: b for b in report["backends"]}
@@ -42,7 +29,7 @@ def test_doctor_on_this_machine() -> None:
 
 
 def test_doctor_with_an_absent_profile() -> None:
-    result = hwkit("doctor", "--json", HWKIT_PROFILE="h200")
+    result = run_hwkit("doctor", "--json", HWKIT_PROFILE="h200")
     assert result.returncode == 0, result.stderr
     profile = json.loads(result.stdout)["profile"]
     assert profile["name"] == "h200"
@@ -52,14 +39,14 @@ def test_doctor_with_an_absent_profile() -> None:
 
 
 def test_doctor_human_output_says_not_present() -> None:
-    result = hwkit("doctor", HWKIT_PROFILE="h200", COLUMNS="200")
+    result = run_hwkit("doctor", HWKIT_PROFILE="h200", COLUMNS="200")
     assert result.returncode == 0, result.stderr
     assert "NOT PRESENT" in result.stdout
     assert "141.0 GB" in result.stdout
 
 
 def test_unknown_profile_lists_known_names() -> None:
-    result = hwkit("doctor", HWKIT_PROFILE="h900")
+    result = run_hwkit("doctor", HWKIT_PROFILE="h900")
     assert result.returncode == 4
     assert "Traceback" not in result.stderr
     line = result.stderr.strip()
@@ -74,7 +61,7 @@ def test_malformed_profile_file_names_file_and_field(tmp_path: Path) -> None:
         '[memory]\ncapacity_gb = "lots"\n[compute]\nnative_dtypes = ["float32"]\n',
         encoding="utf-8",
     )
-    result = hwkit("doctor", HWKIT_PROFILE=str(bad))
+    result = run_hwkit("doctor", HWKIT_PROFILE=str(bad))
     assert result.returncode == 3
     assert "Traceback" not in result.stderr
     assert str(bad) in result.stderr and "memory.capacity_gb" in result.stderr
@@ -89,7 +76,7 @@ def test_help_is_light() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
-    result = hwkit("--help")
+    result = run_hwkit("--help")
     assert result.returncode == 0
     for command in ("doctor", "profiles", "plugins"):
         assert command in result.stdout

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +12,7 @@ from hwkit.device import Backend, BackendStatus
 from hwkit.errors import UnknownNameError
 from hwkit.hookspecs import hookimpl
 from hwkit.plugin_manager import PluginManager, disabled_from_env, load_plugins
+from tests.cli import run_hwkit
 from tests.fake_dist import make_distribution
 
 BROKEN_IMPORT = "raise ImportError('this plugin needs libfoo, which is not installed')\n"
@@ -87,20 +85,8 @@ def third_party(tmp_path: Path) -> Path:
     return root
 
 
-def _run_cli(args: list[str], pythonpath: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    full_env = {**os.environ, "PYTHONPATH": str(pythonpath), **env}
-    full_env.pop("HWKIT_PROFILE", None)
-    return subprocess.run(
-        [sys.executable, "-m", "hwkit", *args],
-        capture_output=True,
-        text=True,
-        env=full_env,
-        timeout=60,
-    )
-
-
 def test_broken_plugins_are_reported_and_the_rest_work(third_party: Path) -> None:
-    result = _run_cli(["plugins", "--json"], third_party)
+    result = run_hwkit("plugins", "--json", pythonpath=third_party, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
     data = json.loads(result.stdout)
@@ -117,7 +103,7 @@ def test_broken_plugins_are_reported_and_the_rest_work(third_party: Path) -> Non
 
 
 def test_doctor_shows_plugin_errors_and_keeps_working(third_party: Path) -> None:
-    result = _run_cli(["doctor", "--json"], third_party)
+    result = run_hwkit("doctor", "--json", pythonpath=third_party, timeout=60)
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     backends = {b["name"]: b for b in data["backends"]}
@@ -127,7 +113,13 @@ def test_doctor_shows_plugin_errors_and_keeps_working(third_party: Path) -> None
 
 
 def test_disable_env_blocks_plugins(third_party: Path) -> None:
-    result = _run_cli(["plugins", "--json"], third_party, HWKIT_DISABLE_PLUGINS="broken, good")
+    result = run_hwkit(
+        "plugins",
+        "--json",
+        pythonpath=third_party,
+        timeout=60,
+        HWKIT_DISABLE_PLUGINS="broken, good",
+    )
     data = json.loads(result.stdout)
     assert set(data["disabled"]) == {"broken", "good"}
     assert not any("libfoo" in e for e in data["errors"])
@@ -135,7 +127,9 @@ def test_disable_env_blocks_plugins(third_party: Path) -> None:
 
 
 def test_disable_star_keeps_only_builtins(third_party: Path) -> None:
-    result = _run_cli(["plugins", "--json"], third_party, HWKIT_DISABLE_PLUGINS="*")
+    result = run_hwkit(
+        "plugins", "--json", pythonpath=third_party, timeout=60, HWKIT_DISABLE_PLUGINS="*"
+    )
     data = json.loads(result.stdout)
     assert data["errors"] == []
     assert all(p["distribution"] == "hwkit" for p in data["plugins"])
