@@ -4,7 +4,11 @@ same model, same Alpaca examples, same machine, in one run.
 Tokens are counted the same way for both: non-padding tokens fed to training steps
 (attention-mask sum; packed rows carry no padding). Time is HF's ``train_runtime``.
 
-    python bench/train_throughput.py --examples 128 --seq-len 256
+A second baseline, plain trl with float32 and no gradient checkpointing (what a user who
+knows their CPU would set by hand), shows how much of the gain is the dtype choice and how
+much is packing and batching.
+
+    python bench/train_throughput.py --examples 16 --seq-len 128
 """
 
 from __future__ import annotations
@@ -70,10 +74,15 @@ def run_hwkit(rows: list[dict[str, Any]], seq_len: int, batch: int, out: Path) -
         "micro_batch": the_plan.micro_batch,
         "grad_accum": the_plan.grad_accum,
         "packing": True,
+        "dtype": the_plan.dtype,
+        "gradient_checkpointing": the_plan.gradient_checkpointing,
     }
 
 
-def run_plain_trl(rows: list[dict[str, Any]], seq_len: int, out: Path) -> dict[str, Any]:
+def run_plain_trl(
+    rows: list[dict[str, Any]], seq_len: int, out: Path, **overrides: Any
+) -> dict[str, Any]:
+    """trl's ``SFTTrainer`` with its defaults, except for ``overrides`` (SFTConfig fields)."""
     from datasets import Dataset
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -101,6 +110,7 @@ def run_plain_trl(rows: list[dict[str, Any]], seq_len: int, out: Path) -> dict[s
         report_to="none",
         use_cpu=True,
         disable_tqdm=True,
+        **overrides,
     )
     trainer = Counting(
         model=model,
@@ -125,6 +135,8 @@ def run_plain_trl(rows: list[dict[str, Any]], seq_len: int, out: Path) -> dict[s
         "micro_batch": args.per_device_train_batch_size,
         "grad_accum": args.gradient_accumulation_steps,
         "packing": bool(args.packing),
+        "dtype": "bfloat16" if args.bf16 else "float16" if args.fp16 else "float32",
+        "gradient_checkpointing": bool(args.gradient_checkpointing),
     }
 
 
@@ -141,24 +153,38 @@ def main() -> None:
     rows = load_rows(opts.examples)
     with tempfile.TemporaryDirectory() as tmp:
         plain = run_plain_trl(rows, opts.seq_len, Path(tmp) / "trl")
+        tuned = run_plain_trl(
+            rows, opts.seq_len, Path(tmp) / "trl-fp32", bf16=False, gradient_checkpointing=False
+        )
         ours = run_hwkit(rows, opts.seq_len, opts.batch, Path(tmp) / "hwkit")
     ratio = ours["tokens_per_s"] / plain["tokens_per_s"]
+    ratio_tuned = ours["tokens_per_s"] / tuned["tokens_per_s"]
     machine = (
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch "
         f"{torch.__version__}, {torch.get_num_threads()} threads"
     )
     print(f"machine: {machine}")
     print(f"examples: {opts.examples} Alpaca rows, max length {opts.seq_len}, 1 epoch, LoRA r=8")
-    cols = ("tokens", "seconds", "tokens/s", "steps", "micro", "accum")
-    print(f"{'':12} " + " ".join(f"{c:>9}" for c in cols))
-    for name, r in (("plain trl", plain), ("hwkit", ours)):
+    cols = ("tokens", "seconds", "tokens/s", "steps", "micro", "accum", "dtype", "ckpt", "packing")
+    print(f"{'':16} " + " ".join(f"{c:>9}" for c in cols))
+    runs = (("plain trl", plain), ("plain trl fp32", tuned), ("hwkit", ours))
+    for name, r in runs:
         print(
-            f"{name:12} {r['tokens']:>9} {r['seconds']:>9.1f} {r['tokens_per_s']:>9.1f} "
-            f"{r['steps']:>9} {r['micro_batch']:>9} {r['grad_accum']:>9}"
+            f"{name:16} {r['tokens']:>9} {r['seconds']:>9.1f} {r['tokens_per_s']:>9.1f} "
+            f"{r['steps']:>9} {r['micro_batch']:>9} {r['grad_accum']:>9} {r['dtype']:>9} "
+            f"{r['gradient_checkpointing']!s:>9} {r['packing']!s:>9}"
         )
-    print(f"ratio hwkit / plain trl: {ratio:.2f}x")
+    print(f"ratio hwkit / plain trl (defaults): {ratio:.2f}x")
+    print(f"ratio hwkit / plain trl (fp32, no checkpointing): {ratio_tuned:.2f}x")
     if opts.json:
-        summary = {"machine": machine, "plain_trl": plain, "hwkit": ours, "ratio": ratio}
+        summary = {
+            "machine": machine,
+            "plain_trl": plain,
+            "plain_trl_fp32": tuned,
+            "hwkit": ours,
+            "ratio": ratio,
+            "ratio_fp32": ratio_tuned,
+        }
         opts.json.write_text(json.dumps({**summary, "args": vars(opts)}, default=str, indent=2))
 
 
