@@ -6,6 +6,9 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import TextIO
 
+from hwkit.errors import UsageError
+from hwkit.server_sessions import trim_history
+
 Message = dict[str, str]
 Responder = Callable[[list[Message]], Iterator[str]]
 
@@ -21,7 +24,13 @@ def chat_loop(
     keep: int,
     out: TextIO = sys.stdout,
 ) -> None:
-    """Read a line, stream the reply, repeat (``/exit`` or end of input stops)."""
+    """Read a line, stream the reply, repeat (``/exit`` or end of input stops).
+
+    ``keep`` bounds the history sent with each turn (``server_sessions.trim_history``).
+    """
+    if keep < 1:
+        # history[-0:] is the whole list, so 0 would silently mean "keep everything".
+        raise UsageError(f"--keep {keep}: keep at least 1 message (the one being sent)")
     history: list[Message] = []
     respond = _remote(url, token, model, max_tokens) if url else _local(model, max_tokens)
     lines: Iterator[str] = iter([message]) if message is not None else _prompts(out)
@@ -32,7 +41,7 @@ def chat_loop(
         if not text:
             continue
         history.append({"role": "user", "content": text})
-        history = history[-keep:]
+        history = trim_history(history, keep)
         messages = ([{"role": "system", "content": system}] if system else []) + history
         reply = []
         for piece in respond(messages):

@@ -24,6 +24,19 @@ BUILTIN_PERSONAS: dict[str, str] = {
 }
 
 
+def trim_history(history: list[Message], keep: int) -> list[Message]:
+    """The last ``keep`` messages, starting at a user turn.
+
+    A plain ``history[-keep:]`` can cut between a question and its reply, so the
+    conversation would open with an assistant message; templates that require
+    user/assistant alternation (Mistral's, for one) raise on that.
+    """
+    kept = history[-keep:] if keep > 0 else []
+    while kept and kept[0]["role"] != "user":
+        kept = kept[1:]
+    return kept
+
+
 class SessionStore:
     """Session id -> the last ``keep`` non-system messages; at most ``max_sessions`` kept."""
 
@@ -34,8 +47,9 @@ class SessionStore:
         self._lock = threading.Lock()
 
     def history(self, session: str) -> list[Message]:
+        """The remembered messages, opening at a user turn (see :func:`trim_history`)."""
         with self._lock:
-            return list(self._sessions.get(session, ()))
+            return trim_history(list(self._sessions.get(session, ())), self.keep)
 
     def extend(self, session: str, messages: list[Message]) -> None:
         with self._lock:

@@ -151,7 +151,7 @@ def test_gguf_tensors_read_back_equal_the_torch_weights(
 @needs_llama_cpp
 @pytest.mark.parametrize(
     ("quant", "target", "decisive"),
-    [("f16", 0.99, 0.99), ("q8_0", 0.95, 0.99), ("q4_k_m", 0.90, 0.97)],
+    [("f16", 0.99, 0.99), ("q8_0", 0.95, 0.99), ("q4_k_m", 0.85, 0.93)],
 )
 def test_gguf_agrees_with_torch_in_llama_cpp(
     smol: Path,
@@ -166,7 +166,7 @@ def test_gguf_agrees_with_torch_in_llama_cpp(
     figures = _report(out)[path.name]
     assert figures["verified"] and figures["top1_agreement"] >= target
     assert figures["decisive_agreement"] >= decisive and figures["decisive_positions"] > 80
-    assert figures["positions"] > 100 and figures["tokenizer_agreement"] == 1.0
+    assert figures["positions"] > 400 and figures["tokenizer_agreement"] == 1.0
     assert not list(out.glob(".*partial"))
 
 
@@ -174,7 +174,8 @@ def test_gguf_agrees_with_torch_in_llama_cpp(
 def test_lora_run_to_ollama(lora_run: Path, tmp_path: Path) -> None:
     from transformers import AutoTokenizer
 
-    from hwkit.plugins.exporters.modelfile import parse_modelfile, render_go
+    from hwkit.plugins.exporters.go_template import render_go
+    from hwkit.plugins.exporters.modelfile import parse_modelfile
 
     modelfile = OllamaExporter().export(lora_run, tmp_path, quant="q8_0")
     report = _report(tmp_path)
@@ -203,12 +204,12 @@ def test_lora_run_to_ollama(lora_run: Path, tmp_path: Path) -> None:
 
 
 def test_modelfile_default_system_and_refusals(smol: Path) -> None:
+    from hwkit.plugins.exporters.go_template import render_go
     from hwkit.plugins.exporters.modelfile import (
         build_modelfile,
         default_system,
         detect_family,
         parse_modelfile,
-        render_go,
     )
 
     tok = resolve_source(smol).load_tokenizer()
@@ -234,6 +235,20 @@ def test_modelfile_default_system_and_refusals(smol: Path) -> None:
 def test_failed_verification_leaves_no_file(smol: Path, smol_model: Any, tmp_path: Path) -> None:
     with pytest.raises(VerificationError, match=r"is below 1\.01"):
         GGUFExporter().export(smol, tmp_path, quant="f16", model=smol_model, min_agreement=1.01)
+    assert list(tmp_path.iterdir()) == []
+
+
+@needs_llama_cpp
+def test_verification_catches_a_broken_export(
+    smol: Path, smol_model: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fault injection: Q/K rows left in HF's layout (the classic conversion bug) must fail
+    the gate that a correct export passes (measured 0.38 overall here)."""
+    from hwkit.plugins.exporters import gguf_writer
+
+    monkeypatch.setattr(gguf_writer, "permute_qk", lambda w, n_head, n_kv: w)
+    with pytest.raises(VerificationError, match=r"top-1 agreement with the torch model 0\.[0-6]"):
+        GGUFExporter().export(smol, tmp_path, quant="f16", model=smol_model)
     assert list(tmp_path.iterdir()) == []
 
 

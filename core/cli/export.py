@@ -33,7 +33,9 @@ def register(app: typer.Typer) -> None:
         ),
         system: str | None = typer.Option(None, "--system", help="ollama: SYSTEM persona"),
         template_family: str | None = typer.Option(
-            None, "--template-family", help="ollama: chatml|llama3|mistral (default: detect)"
+            None,
+            "--template-family",
+            help="ollama: chatml|llama3|llama3.1|mistral (default: detect)",
         ),
         temperature: float = typer.Option(0.7, "--temperature", help="ollama PARAMETER"),
         num_ctx: int | None = typer.Option(None, "--num-ctx", help="ollama PARAMETER"),

@@ -1,9 +1,11 @@
 """Chat templates (Jinja, Hugging Face) to Ollama Modelfile TEMPLATEs (Go templates).
 
-Jinja cannot be translated in general, so we recognise three families by their markers
-and emit a hand-written Go template for each; anything else is refused with a clear
-message. ``render_go`` renders the small Go-template subset we emit, so tests can check
-that Ollama would produce the same prompt text as the HF chat template.
+Jinja cannot be translated in general, so we recognise a few families by their markers
+(ChatML, Llama 3, Llama 3.1+, Mistral v0.3) and emit a hand-written Go template for each;
+anything else is refused with a clear message. ``render_go`` renders the Go-template subset
+we emit (``go_template.render_go``), so tests can check that Ollama would produce the same
+prompt text as the HF chat template (tests/test_modelfile_templates.py does, against the
+upstream templates).
 """
 
 from __future__ import annotations
@@ -17,12 +19,17 @@ from hwkit.errors import UsageError
 
 @dataclass(frozen=True)
 class TemplateFamily:
-    """A chat format: how to recognise it, its Go template and its stop strings."""
+    """A chat format: how to recognise it, its Go template and its stop strings.
+
+    ``unlike`` lists fragments of look-alike formats that share the markers but not the
+    spacing; a template containing one is refused rather than rendered wrongly.
+    """
 
     name: str
     markers: tuple[str, ...]
     template: str
     stop: tuple[str, ...]
+    unlike: tuple[str, ...] = ()
 
 
 CHATML = TemplateFamily(
@@ -32,6 +39,7 @@ CHATML = TemplateFamily(
     "{{ end }}<|im_start|>assistant\n",
     ("<|im_start|>", "<|im_end|>"),
 )
+# Meta-Llama-3-8B-Instruct: every message, the system one included, in its own header.
 LLAMA3 = TemplateFamily(
     "llama3",
     ("<|start_header_id|>", "<|eot_id|>"),
@@ -39,15 +47,42 @@ LLAMA3 = TemplateFamily(
     "{{ .Content }}<|eot_id|>{{ end }}<|start_header_id|>assistant<|end_header_id|>\n\n",
     ("<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"),
 )
+# Llama 3.1/3.2: the HF template always writes a system header carrying the knowledge
+# cut-off and "Today Date" (its default "26 Jul 2024"; 3.2 uses today's date when the renderer
+# has a clock, Ollama's templates have none), then the system message. Ollama's own llama3.1
+# template leaves the date lines out; we keep them so the prompt is the one transformers
+# renders, which is what a model fine-tuned on HF-templated data has seen.
+LLAMA31 = TemplateFamily(
+    "llama3.1",
+    ("<|start_header_id|>", "<|eot_id|>", "Cutting Knowledge Date"),
+    "<|start_header_id|>system<|end_header_id|>\n\n"
+    "Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n"
+    "{{ .System }}<|eot_id|>\n"
+    '{{- range .Messages }}{{ if ne .Role "system" }}'
+    "<|start_header_id|>{{ .Role }}<|end_header_id|>\n\n{{ .Content }}<|eot_id|>"
+    "{{ end }}{{ end }}<|start_header_id|>assistant<|end_header_id|>\n\n",
+    ("<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"),
+)
+# Mistral-7B-Instruct-v0.3 (v3 tokenizer): no space before [/INST], the system message goes
+# into the LAST user turn, assistant content follows a space and ends with </s>. The
+# last-message test is the one Ollama's own mistral template uses. The v0.1/v0.2 templates
+# (v1 tokenizer) write " [/INST]" with a space: a different format, refused.
 MISTRAL = TemplateFamily(
     "mistral",
     ("[INST]", "[/INST]"),
-    '{{- range .Messages }}{{ if eq .Role "system" }}{{ .Content }}\n\n'
-    '{{ else if eq .Role "user" }}[INST] {{ .Content }} [/INST]'
-    "{{ else }}{{ .Content }}</s>{{ end }}{{ end }}",
+    "{{- range $i, $_ := .Messages }}\n"
+    '{{- if eq .Role "user" }}[INST] '
+    "{{ if and $.System (eq (len (slice $.Messages $i)) 1) }}{{ $.System }}\n\n{{ end }}"
+    "{{ .Content }}[/INST]\n"
+    '{{- else if eq .Role "assistant" }} {{ .Content }}</s>\n'
+    "{{- end }}\n"
+    "{{- end }}",
     ("[INST]", "[/INST]", "</s>"),
+    unlike=("' [/INST]'", '" [/INST]"'),
 )
-FAMILIES = (CHATML, LLAMA3, MISTRAL)
+# Listed in this order in messages; detection tries the most specific family first.
+FAMILIES = (CHATML, LLAMA3, MISTRAL, LLAMA31)
+_DETECTION_ORDER = (CHATML, LLAMA31, LLAMA3, MISTRAL)
 
 
 def detect_family(chat_template: str | None) -> TemplateFamily:
@@ -55,10 +90,19 @@ def detect_family(chat_template: str | None) -> TemplateFamily:
     if not chat_template:
         raise UsageError(
             "the tokenizer has no chat template, so no Modelfile TEMPLATE can be derived",
-            hint="pass --template-family chatml|llama3|mistral or add a chat template",
+            hint=f"pass --template-family {'|'.join(f.name for f in FAMILIES)} "
+            "or add a chat template",
         )
-    for family in FAMILIES:
+    for family in _DETECTION_ORDER:
         if all(m in chat_template for m in family.markers):
+            odd = [u for u in family.unlike if u in chat_template]
+            if odd:
+                raise UsageError(
+                    f"this chat template looks like {family.name} but writes {odd[0]}, "
+                    f"which the {family.name} TEMPLATE does not reproduce",
+                    hint=f"--template-family {family.name} forces it anyway; "
+                    "or write the TEMPLATE by hand",
+                )
             return family
     raise UsageError(
         "cannot translate this chat template to an Ollama TEMPLATE",
@@ -139,96 +183,3 @@ def parse_modelfile(text: str) -> dict[str, Any]:
         else:
             out[key.lower()] = value
     return out
-
-
-# --- a renderer for the Go-template subset emitted above ---------------------------------
-
-_ACTION = re.compile(r"\{\{(-?)\s*(.*?)\s*(-?)\}\}", re.S)
-
-
-def _tokens(template: str) -> list[tuple[str, str]]:
-    """Split into ("text", s) and ("action", s), applying ``{{-``/``-}}`` whitespace trims."""
-    parts: list[tuple[str, str]] = []
-    pos = 0
-    trim_next = False
-    for m in _ACTION.finditer(template):
-        text = template[pos : m.start()]
-        if trim_next:
-            text = text.lstrip()
-        if m.group(1):
-            text = text.rstrip()
-        parts.append(("text", text))
-        parts.append(("action", m.group(2)))
-        trim_next = bool(m.group(3))
-        pos = m.end()
-    tail = template[pos:]
-    parts.append(("text", tail.lstrip() if trim_next else tail))
-    return parts
-
-
-def _cond(expr: str, msg: dict[str, str]) -> bool:
-    m = re.fullmatch(r'eq \.Role "([^"]*)"', expr)
-    if not m:
-        raise ValueError(f"unsupported condition {expr!r}")
-    return msg.get("role") == m.group(1)
-
-
-def _parse(tokens: list[tuple[str, str]], i: int, stops: tuple[str, ...]) -> tuple[list[Any], int]:
-    nodes: list[Any] = []
-    while i < len(tokens):
-        kind, val = tokens[i]
-        if kind == "text":
-            nodes.append(("text", val))
-            i += 1
-        elif val.startswith(stops) or val == "end":
-            return nodes, i
-        elif val == "range .Messages":
-            body, i = _parse(tokens, i + 1, ())
-            nodes.append(("range", body))
-            i += 1  # the "end"
-        elif val.startswith("if "):
-            branches: list[tuple[str | None, list[Any]]] = []
-            cond: str | None = val[3:]
-            i += 1
-            while True:
-                body, i = _parse(tokens, i, ("else",))
-                branches.append((cond, body))
-                kind, val = tokens[i]
-                i += 1
-                if val == "end":
-                    break
-                cond = val[len("else if ") :] if val.startswith("else if ") else None
-            nodes.append(("if", branches))
-        else:
-            nodes.append(("field", val))
-            i += 1
-    return nodes, i
-
-
-def _render(nodes: list[Any], messages: list[dict[str, str]], msg: dict[str, str] | None) -> str:
-    out = []
-    for node in nodes:
-        kind = node[0]
-        if kind == "text":
-            out.append(node[1])
-        elif kind == "field":
-            if msg is None or node[1] not in (".Role", ".Content"):
-                raise ValueError(f"unsupported field {node[1]!r}")
-            out.append(msg["role" if node[1] == ".Role" else "content"])
-        elif kind == "range":
-            out.extend(_render(node[1], messages, m) for m in messages)
-        elif kind == "if":
-            for cond, body in node[1]:
-                if cond is None or (msg is not None and _cond(cond, msg)):
-                    out.append(_render(body, messages, msg))
-                    break
-    return "".join(out)
-
-
-def render_go(template: str, messages: list[dict[str, str]], system: str | None = None) -> str:
-    """Render ``template`` the way Ollama does for /api/chat: the Modelfile's SYSTEM is
-    prepended as a system message when the conversation has none."""
-    if system and not any(m.get("role") == "system" for m in messages):
-        messages = [{"role": "system", "content": system}, *messages]
-    nodes, _ = _parse(_tokens(template), 0, ())
-    return _render(nodes, messages, None)

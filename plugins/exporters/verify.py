@@ -16,7 +16,9 @@ if TYPE_CHECKING:
     import numpy as np
 
 
-# Fixed conversations: short (CPU time), varied (code, facts, instructions, prose).
+# Fixed conversations: varied (facts, prose, code, JSON scoring, personal answers, lists,
+# arithmetic, translation) and short enough for CPU time. About 460 positions for SmolLM2,
+# so one flipped near-tie moves the agreement by 0.2 points, not 0.8.
 PROMPTS: tuple[tuple[str, str], ...] = (
     ("What is the capital of France?", "The capital of France is Paris."),
     (
@@ -25,6 +27,39 @@ PROMPTS: tuple[tuple[str, str], ...] = (
     ),
     ("Explain recursion in one sentence.", "Recursion is when a function calls itself"),
     ("List three primary colours.", "Red, blue and yellow are the three primary colours."),
+    (
+        "Write a Python function that returns the factorial of n.",
+        "def factorial(n):\n    if n <= 1:\n        return 1\n    return n * factorial(n - 1)",
+    ),
+    (
+        "Score this profile from 1 to 10 and return JSON: "
+        "'Data engineer, writes about Rust and databases.'",
+        '{"score": 7, "reason": "Clear technical focus on Rust and databases."}',
+    ),
+    (
+        "How do I make a cup of tea?",
+        "Boil fresh water, put a tea bag in a cup, pour the water over it and let it steep for "
+        "three to five minutes. Remove the bag and add milk or sugar if you like.",
+    ),
+    (
+        "What did you learn from your first job?",
+        "My first job taught me that showing up on time and asking questions early saves "
+        "everyone a lot of trouble later.",
+    ),
+    (
+        "Summarise the water cycle.",
+        "Water evaporates from oceans and lakes, condenses into clouds, falls as rain or snow, "
+        "and flows back into rivers and seas.",
+    ),
+    ("What is 12 times 7?", "12 times 7 is 84."),
+    (
+        "Translate 'good morning' into Spanish and French.",
+        "In Spanish it is 'buenos días' and in French it is 'bonjour'.",
+    ),
+    (
+        "Give me two tips for writing clear emails.",
+        "1. Put the request in the first sentence.\n2. Keep each paragraph to one idea.",
+    ),
 )
 
 
