@@ -191,6 +191,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", type=Path, default=default_data)
     ap.add_argument("--embedder", default="torch", help="torch or openvino")
     ap.add_argument(
+        "--int8",
+        choices=("weights", "full"),
+        default=None,
+        help="openvino: INT8 weights, or full INT8 calibrated on 300 corpus documents",
+    )
+    ap.add_argument(
         "--model", default=None, help="embedding model directory (default all-MiniLM-L6-v2)"
     )
     ap.add_argument("--finetuned", type=Path, default=None, help="a fine-tuned embedder directory")
@@ -220,7 +226,17 @@ def main(argv: list[str] | None = None) -> int:
         f"torch threads {torch.get_num_threads()}, "
         f"cpus {os.cpu_count()}, load avg {os.getloadavg()[0]:.1f}"
     )
-    embedder = make_embedder(args.embedder, args.model)
+    options: dict[str, Any] = {}
+    if args.int8:  # as `hwkit index build --int8` does: calibrate on a sample of the corpus
+        from hwkit.plugins.embedders.calibration import sample
+        from hwkit.plugins.retrievers.documents import join_content
+
+        options["int8"] = args.int8
+        if args.int8 == "full":
+            options["calibration_texts"] = [
+                join_content(d.title, d.text) for d in sample(data.corpus)
+            ]
+    embedder = make_embedder(args.embedder, args.model, **options)
 
     build: dict[str, float] = {}
     if args.index is not None and (args.index / "manifest.json").is_file():
@@ -241,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.alpha is not None:
         hybrid.alpha = args.alpha
     if args.latency_only:
+        print("build:", ", ".join(f"{k}={v:.1f}" for k, v in build.items()))
         print(f"embedder {embedder.name}, load avg {os.getloadavg()[0]:.1f}")
         result = latency_only(hybrid, data, args.latency_only)
         if args.json:
@@ -272,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     hybrid.fusion = "convex"
 
     if args.finetuned is not None:
-        ft_emb = make_embedder(args.embedder, args.finetuned)
+        ft_emb = make_embedder(args.embedder, args.finetuned, **options)
         t0 = time.perf_counter()
         ft = HybridRetriever(ft_emb, alpha=hybrid.alpha)
         ft.index(data.corpus)

@@ -183,6 +183,7 @@ def test_openvino_int8_is_close_to_fp32(
     pytest.importorskip("nncf")
     int8 = OpenVINOEmbedder(cache_dir=ov_cache, int8=True, batch_size=8)
     assert int8.meta["int8"] is True and int8.ir_dir != ov_embedder.ir_dir
+    assert int8.int8 == int8.meta["int8_mode"] == "weights"  # True: weight-only, as before
     fp32_bytes = (ov_embedder.ir_dir / "model.bin").stat().st_size
     assert (int8.ir_dir / "model.bin").stat().st_size < 0.5 * fp32_bytes  # weights really int8
     assert cosines(int8.embed(scifact_texts), torch_vectors).min() >= 0.99

@@ -7,6 +7,7 @@ inside the commands.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,36 @@ index_app = typer.Typer(help="Build and inspect retrieval indexes.", no_args_is_
 retrieval_app = typer.Typer(help="Evaluate retrievers on BEIR-format data.", no_args_is_help=True)
 
 RETRIEVER_HELP = "bm25, dense, hybrid, rerank, milvus (or a plugin's retriever)."
+INT8_HELP = (
+    "openvino embedder: 'weights' (INT8 weights, float activations) or 'full' (weights and "
+    "activations INT8, calibrated on a seeded 300-document sample of the corpus)."
+)
+EMBEDDING_RETRIEVERS = ("dense", "hybrid", "milvus")
+
+
+def _embedder_options(
+    retriever: str, embedder: str, int8: str | None, docs: Sequence[Any] = ()
+) -> dict[str, Any]:
+    """Constructor options for the embedder: ``--int8``, and for full INT8 the calibration
+    texts, a seeded sample of the documents being indexed embedded as the index embeds them
+    (the corpus is the best calibration set; the same corpus gives the same IR cache key)."""
+    if int8 is None:
+        return {}
+    if int8 not in ("weights", "full"):
+        raise UsageError(f"--int8 must be 'weights' or 'full', got {int8!r}")
+    if embedder != "openvino" or retriever not in EMBEDDING_RETRIEVERS:
+        raise UsageError(
+            f"--int8 quantises the openvino embedder; got --embedder {embedder} "
+            f"with the {retriever} retriever",
+            hint="use --embedder openvino with a dense, hybrid or milvus retriever",
+        )
+    options: dict[str, Any] = {"int8": int8}
+    if int8 == "full" and docs:
+        from hwkit.plugins.embedders.calibration import sample
+        from hwkit.plugins.retrievers.documents import join_content
+
+        options["calibration_texts"] = [join_content(d.title, d.text) for d in sample(docs)]
+    return options
 
 
 def _make_retriever(
@@ -29,6 +60,7 @@ def _make_retriever(
     alpha: float | None = None,
     fusion: str | None = None,
     milvus_uri: str | None = None,
+    embedder_options: dict[str, Any] | None = None,
 ) -> Any:
     """A fresh retriever by registry name, with the embedder options where it takes them."""
     from hwkit.plugin_manager import load_plugins
@@ -45,7 +77,7 @@ def _make_retriever(
             kwargs = {k: v for k, v in (("alpha", alpha), ("fusion", fusion)) if v is not None}
         if name == "milvus" and milvus_uri:
             kwargs["uri"] = milvus_uri
-        return cls(make_embedder(embedder, model), **kwargs)
+        return cls(make_embedder(embedder, model, **(embedder_options or {})), **kwargs)
     if name == "rerank":
         if not rerank_model:
             raise UsageError(
@@ -67,6 +99,7 @@ def build(
     corpus: Path = typer.Option(..., "--from", help="BEIR corpus.jsonl (_id, title, text)."),
     retriever: str = typer.Option("hybrid", "--retriever", "-r", help=RETRIEVER_HELP),
     embedder: str = typer.Option("torch", "--embedder", help="torch or openvino."),
+    int8: str | None = typer.Option(None, "--int8", help=INT8_HELP),
     model: str | None = typer.Option(
         None, "--model", help="Embedding model directory (default all-MiniLM-L6-v2)."
     ),
@@ -94,6 +127,7 @@ def build(
         alpha=alpha,
         fusion=fusion,
         milvus_uri=milvus_uri,
+        embedder_options=_embedder_options(retriever, embedder, int8, docs),
     )
     t0 = time.perf_counter()
     r.index(docs)
@@ -219,6 +253,7 @@ def evaluate(
         False, "--ignore-identical-ids", help="Drop hits whose document id equals the query id."
     ),
     embedder: str = typer.Option("torch", "--embedder", help="torch or openvino."),
+    int8: str | None = typer.Option(None, "--int8", help=INT8_HELP),
     model: str | None = typer.Option(None, "--model", help="Embedding model directory."),
     rerank_model: str | None = typer.Option(
         None, "--rerank-model", help="Cross-encoder directory (rerank)."
@@ -238,6 +273,7 @@ def evaluate(
         rerank_model=rerank_model,
         alpha=alpha,
         fusion=fusion,
+        embedder_options=_embedder_options(retriever, embedder, int8, ds.corpus),
     )
     r.index(ds.corpus)
     result = evaluate_retriever(r, ds.queries, ds.qrels, ignore_identical_ids=ignore_identical_ids)

@@ -118,9 +118,9 @@ class OpenVINOExporter(Exporter):
         for precision in precisions:
             threshold = float(options.get("min_agreement") or THRESHOLDS[precision])
             if precision == "int8":
-                import nncf
+                from hwkit.plugins.nncf_tools import compress_int8_weights
 
-                ov_model = nncf.compress_weights(ov_model, mode=nncf.CompressWeightsMode.INT8_ASYM)
+                ov_model = compress_int8_weights(ov_model)
             final = Path(output) / f"openvino-{precision}"
             with staged_dir(final) as tmp:
                 ov.save_model(ov_model, str(tmp / IR_NAME), compress_to_fp16=precision == "fp16")
