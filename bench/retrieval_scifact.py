@@ -36,7 +36,7 @@ from hwkit.plugins.retrievers.beir import (
     score_run,
 )
 from hwkit.plugins.retrievers.bm25 import BM25Retriever, top_k
-from hwkit.plugins.retrievers.embedding import make_embedder
+from hwkit.plugins.retrievers.embedding import int8_options, make_embedder
 from hwkit.plugins.retrievers.hybrid import HybridRetriever
 from hwkit.retriever import Hit, Retriever
 
@@ -226,16 +226,8 @@ def main(argv: list[str] | None = None) -> int:
         f"torch threads {torch.get_num_threads()}, "
         f"cpus {os.cpu_count()}, load avg {os.getloadavg()[0]:.1f}"
     )
-    options: dict[str, Any] = {}
-    if args.int8:  # as `hwkit index build --int8` does: calibrate on a sample of the corpus
-        from hwkit.plugins.embedders.calibration import sample
-        from hwkit.plugins.retrievers.documents import join_content
-
-        options["int8"] = args.int8
-        if args.int8 == "full":
-            options["calibration_texts"] = [
-                join_content(d.title, d.text) for d in sample(data.corpus)
-            ]
+    # As `hwkit index build --int8` does: full INT8 calibrates on a sample of the corpus.
+    options = int8_options(args.int8, data.corpus) if args.int8 else {}
     embedder = make_embedder(args.embedder, args.model, **options)
 
     build: dict[str, float] = {}

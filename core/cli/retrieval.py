@@ -29,9 +29,8 @@ EMBEDDING_RETRIEVERS = ("dense", "hybrid", "milvus")
 def _embedder_options(
     retriever: str, embedder: str, int8: str | None, docs: Sequence[Any] = ()
 ) -> dict[str, Any]:
-    """Constructor options for the embedder: ``--int8``, and for full INT8 the calibration
-    texts, a seeded sample of the documents being indexed embedded as the index embeds them
-    (the corpus is the best calibration set; the same corpus gives the same IR cache key)."""
+    """Constructor options for the embedder from ``--int8`` (checked here; see
+    ``hwkit.plugins.retrievers.embedding.int8_options``)."""
     if int8 is None:
         return {}
     if int8 not in ("weights", "full"):
@@ -42,13 +41,9 @@ def _embedder_options(
             f"with the {retriever} retriever",
             hint="use --embedder openvino with a dense, hybrid or milvus retriever",
         )
-    options: dict[str, Any] = {"int8": int8}
-    if int8 == "full" and docs:
-        from hwkit.plugins.embedders.calibration import sample
-        from hwkit.plugins.retrievers.documents import join_content
+    from hwkit.plugins.retrievers.embedding import int8_options
 
-        options["calibration_texts"] = [join_content(d.title, d.text) for d in sample(docs)]
-    return options
+    return int8_options(int8, docs)
 
 
 def _make_retriever(

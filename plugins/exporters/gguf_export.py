@@ -13,7 +13,6 @@ from typing import Any
 from hwkit.errors import UnavailableError, UsageError
 from hwkit.exporter import Exporter
 from hwkit.log import get_logger
-from hwkit.plugins.exporters.errors import VerificationError
 from hwkit.plugins.exporters.gguf_writer import check_supported, write_gguf
 from hwkit.plugins.exporters.source import Source, resolve_source
 from hwkit.plugins.exporters.staging import staged_file, update_report
@@ -21,6 +20,7 @@ from hwkit.plugins.exporters.verify import (
     agreement,
     llama_cpp_argmax,
     prompt_token_ids,
+    require_agreement,
     tokenizer_agreement,
     torch_reference,
 )
@@ -87,19 +87,13 @@ class GGUFExporter(Exporter):
             figures["file_bytes"] = tmp.stat().st_size
             if verify:
                 figures.update(self._verify(model, tokenizer, tmp))
-                figures["threshold"] = threshold
-                decisive = DECISIVE_THRESHOLDS[quant]
-                figures["decisive_threshold"] = decisive
-                if (
-                    figures["top1_agreement"] < threshold
-                    or figures["decisive_agreement"] < decisive
-                ):
-                    raise VerificationError(
-                        f"{final.name}: top-1 agreement with the torch model "
-                        f"{figures['top1_agreement']:.3f} (decisive positions "
-                        f"{figures['decisive_agreement']:.3f}) is below {threshold} ({decisive})",
-                        hint="nothing was written under the final name; try a finer quant",
-                    )
+                require_agreement(
+                    figures,
+                    final.name,
+                    threshold,
+                    DECISIVE_THRESHOLDS[quant],
+                    hint="nothing was written under the final name; try a finer quant",
+                )
             figures.update(verified=verify, seconds=round(time.perf_counter() - start, 2))
         figures.update(exporter=self.name, quant=quant, source=str(source), file=final.name)
         update_report(out_dir, final.name, figures)

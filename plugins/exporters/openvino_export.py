@@ -20,10 +20,14 @@ from hwkit.atomic import write_json_atomic
 from hwkit.errors import UsageError
 from hwkit.exporter import Exporter
 from hwkit.log import get_logger
-from hwkit.plugins.exporters.errors import VerificationError
 from hwkit.plugins.exporters.source import resolve_source
 from hwkit.plugins.exporters.staging import staged_dir, update_report
-from hwkit.plugins.exporters.verify import agreement, prompt_token_ids, torch_reference
+from hwkit.plugins.exporters.verify import (
+    agreement,
+    prompt_token_ids,
+    require_agreement,
+    torch_reference,
+)
 
 log = get_logger(__name__)
 
@@ -128,24 +132,18 @@ class OpenVINOExporter(Exporter):
                 model.config.save_pretrained(str(tmp))
                 figures = agreement(reference, openvino_argmax(tmp / IR_NAME, seqs, device))
                 figures.update(
-                    threshold=threshold,
                     device=device,
                     precision=precision,
                     runtime=f"openvino {ov.get_version()}",
                     kv_cache=False,
                 )
-                decisive = DECISIVE_THRESHOLDS[precision]
-                figures["decisive_threshold"] = decisive
-                if (
-                    figures["top1_agreement"] < threshold
-                    or figures["decisive_agreement"] < decisive
-                ):
-                    raise VerificationError(
-                        f"OpenVINO {precision} top-1 agreement {figures['top1_agreement']:.3f} "
-                        f"(decisive {figures['decisive_agreement']:.3f}) is below {threshold} "
-                        f"({decisive})",
-                        hint="nothing was written under the final name",
-                    )
+                require_agreement(
+                    figures,
+                    f"OpenVINO {precision}",
+                    threshold,
+                    DECISIVE_THRESHOLDS[precision],
+                    hint="nothing was written under the final name",
+                )
                 figures.update(
                     exporter=self.name,
                     source=str(source),

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hwkit.plugins.exporters.errors import VerificationError
+
 if TYPE_CHECKING:
     import numpy as np
 
@@ -163,6 +165,21 @@ def agreement(reference: Reference, candidate: Sequence[np.ndarray]) -> dict[str
         "decisive_positions": decisive,
         "decisive_margin": DECISIVE_MARGIN,
     }
+
+
+def require_agreement(
+    figures: dict[str, Any], label: str, threshold: float, decisive: float, hint: str
+) -> None:
+    """Record the gates in ``figures`` and refuse an artefact below either of them."""
+    figures["threshold"] = threshold
+    figures["decisive_threshold"] = decisive
+    if figures["top1_agreement"] < threshold or figures["decisive_agreement"] < decisive:
+        raise VerificationError(
+            f"{label}: top-1 agreement with the torch model {figures['top1_agreement']:.3f} "
+            f"(decisive positions {figures['decisive_agreement']:.3f}) is below {threshold} "
+            f"({decisive})",
+            hint=hint,
+        )
 
 
 def tokenizer_agreement(

@@ -8,6 +8,7 @@ loading with a different model is refused instead of returning silent nonsense.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,19 @@ def make_embedder(name: str = "torch", model: str | Path | None = None, **option
     from hwkit.plugins.embedders import load_embedder
 
     return load_embedder(name, model=model, **options)
+
+
+def int8_options(int8: str, docs: Sequence[Any] = ()) -> dict[str, Any]:
+    """OpenVINO embedder options for ``int8``; full INT8 is calibrated on a seeded sample
+    of the documents being indexed, embedded as the index embeds them (the corpus is the
+    best calibration set; the same corpus gives the same IR cache key)."""
+    options: dict[str, Any] = {"int8": int8}
+    if int8 == "full" and docs:
+        from hwkit.plugins.embedders.calibration import sample
+        from hwkit.plugins.retrievers.documents import join_content
+
+        options["calibration_texts"] = [join_content(d.title, d.text) for d in sample(docs)]
+    return options
 
 
 def check_compatible(recorded: dict[str, Any], embedder: Embedder, where: Path) -> None:
