@@ -140,7 +140,12 @@ class CPUDevice(Device):
         if "amx_fp16" in flags or "avx512_fp16" in flags:
             dtypes.insert(1, "float16")
         self._caps = Capabilities(
-            dtypes=tuple(dtypes), features=cpu_features(flags), can_train=True, shared_memory=True
+            dtypes=tuple(dtypes),
+            features=cpu_features(flags),
+            can_train=True,
+            shared_memory=True,
+            attention=("sdpa", "eager"),
+            runtimes=("transformers", "openvino", "llama.cpp"),
         )
 
     @property

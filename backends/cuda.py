@@ -59,12 +59,18 @@ def cuda_capabilities(major: int, minor: int) -> Capabilities:
         features.append("fp8")
     if cc >= (10, 0):
         features.append("fp4")
+    attention = ["sdpa", "eager"]
+    if cc >= (8, 0):
+        attention.append("flash_attention_2")  # with the flash-attn package installed
     return Capabilities(
         dtypes=tuple(dtypes),
         features=tuple(features),
         can_train=True,
         shared_memory=False,
         compute_capability=f"{major}.{minor}",
+        quantization=("nf4", "int8"),  # bitsandbytes' CUDA kernels
+        attention=tuple(attention),
+        runtimes=("transformers", "llama.cpp"),
     )
 
 

@@ -49,7 +49,12 @@ STATIC_PROPERTIES = (
     "DEVICE_UUID",
 )
 NPU_CAPABILITIES = Capabilities(
-    dtypes=("float16", "int8"), features=(), can_train=False, shared_memory=True
+    dtypes=("float16", "int8"),
+    features=(),
+    can_train=False,
+    shared_memory=True,
+    attention=(),
+    runtimes=("openvino",),
 )
 
 

@@ -109,6 +109,9 @@ def xpu_capabilities(*, has_fp16: bool, has_xmx: bool, integrated: bool) -> Capa
         features=("xmx",) if has_xmx else (),
         can_train=True,
         shared_memory=integrated,
+        quantization=("nf4", "int8"),  # bitsandbytes' multi-backend XPU kernels
+        attention=("sdpa", "eager"),
+        runtimes=("transformers", "openvino"),
     )
 
 

@@ -43,7 +43,7 @@ def main() -> None:
         import torch
 
         torch.set_num_threads(args.threads)
-    from hwkit.plugins.embedders.trainer import EmbedderTrainConfig, EmbedderTrainer
+    from hwkit.plugins.trainers.embedder.trainer import EmbedderTrainConfig, EmbedderTrainer
     from hwkit.runtime import Runtime
 
     config = EmbedderTrainConfig(

@@ -19,17 +19,48 @@ DTYPES = ("float32", "bfloat16", "float16", "float8", "int8", "int4")
 
 
 @dataclass(frozen=True)
+class MemoryTraits:
+    """How a device's memory behaves beyond the tensors a job holds; the allocator adds these.
+
+    ``runtime_overhead``: bytes a process holds before any model (driver context and library
+    workspaces; on a CPU the interpreter with torch imported). ``fragmentation``: share of
+    the transient parts a caching allocator loses to fragmentation. ``heap_retention``: share
+    of the freed activations a host heap keeps mapped (glibc on a CPU). Profiles state them.
+    """
+
+    runtime_overhead: int = 1024**3
+    fragmentation: float = 0.0
+    heap_retention: float = 0.0
+
+
+# Inference runtimes hwkit knows by name; a plugin may add its own.
+RUNTIMES = ("transformers", "llama.cpp", "openvino")
+
+
+@dataclass(frozen=True)
 class Capabilities:
-    """What a device can run natively; the allocator and profiles read these."""
+    """What a device can run; the allocator reads only these, never a backend's name.
+
+    ``quantization`` lists the weight-quantisation kernels usable for loading and training
+    (``nf4``, ``int8``: bitsandbytes on CUDA/XPU); ``attention`` the attention
+    implementations (transformers' names); ``runtimes`` the inference runtimes that can run
+    a model here (``transformers``, ``llama.cpp``, ``openvino`` or a plugin's own).
+    """
 
     dtypes: tuple[str, ...]
     features: tuple[str, ...] = ()
     can_train: bool = True
     shared_memory: bool = False  # memory is the host's (iGPU, NPU, CPU)
     compute_capability: str | None = None
+    quantization: tuple[str, ...] = ()
+    attention: tuple[str, ...] = ("sdpa", "eager")
+    runtimes: tuple[str, ...] = ("transformers",)
 
     def supports(self, dtype: str) -> bool:
         return dtype in self.dtypes
+
+    def runs(self, runtime: str) -> bool:
+        return runtime in self.runtimes
 
 
 @dataclass(frozen=True)
@@ -77,11 +108,17 @@ class DeviceInfo:
 
 
 class Device(ABC):
-    """One accelerator or the CPU. Subclasses set ``kind``, ``index`` and ``name``."""
+    """One accelerator or the CPU. Subclasses set ``kind``, ``index`` and ``name``.
+
+    ``present`` is False for a device that stands for hardware this machine does not have
+    (planning for a profile; :class:`hwkit.absent.AbsentDevice`): a plan on it can be shown
+    but not run.
+    """
 
     kind: str
     index: int = 0
     name: str
+    present: bool = True
 
     @property
     def id(self) -> str:

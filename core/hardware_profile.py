@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from hwkit.errors import ConfigError, NotFoundError, UnknownNameError
 
 if TYPE_CHECKING:
-    from hwkit.device import Device
+    from hwkit.device import Capabilities, Device, MemoryTraits
     from hwkit.registry import Registry
 
 PROFILE_ENV = "HWKIT_PROFILE"
@@ -54,6 +54,20 @@ class MemorySpec(_Strict):
     shared_with_host: bool = False
     budget_fraction: float = Field(0.9, gt=0, le=1, description="share hwkit may plan with")
     bandwidth_gbps: float | None = Field(None, gt=0)
+    runtime_overhead_gb: float = Field(
+        1.073741824, ge=0, description="held before any model: driver context, workspaces"
+    )
+    fragmentation: float = Field(0.0, ge=0, lt=1, description="caching allocator's share lost")
+    heap_retention: float = Field(0.0, ge=0, le=2, description="freed activations kept mapped")
+
+    def traits(self) -> MemoryTraits:
+        from hwkit.device import MemoryTraits
+
+        return MemoryTraits(
+            runtime_overhead=int(self.runtime_overhead_gb * GB),
+            fragmentation=self.fragmentation,
+            heap_retention=self.heap_retention,
+        )
 
 
 class ComputeSpec(_Strict):
@@ -62,6 +76,30 @@ class ComputeSpec(_Strict):
     features: list[str] = Field(default_factory=list)
     compute_capability: str | None = None
     can_train: bool = True
+    quantization: list[str] = Field(
+        default_factory=list, description="weight-quantisation kernels: nf4, int8 (bitsandbytes)"
+    )
+    attention: list[str] = Field(
+        default_factory=lambda: ["sdpa", "eager"], description="attention implementations"
+    )
+    runtimes: list[str] = Field(
+        default_factory=lambda: ["transformers"], description="inference runtimes it runs"
+    )
+
+    def capabilities(self, *, shared_memory: bool) -> Capabilities:
+        """What a device described by this profile can run (for devices not detected here)."""
+        from hwkit.device import Capabilities
+
+        return Capabilities(
+            dtypes=tuple(self.native_dtypes),
+            features=tuple(self.features),
+            can_train=self.can_train,
+            shared_memory=shared_memory,
+            compute_capability=self.compute_capability,
+            quantization=tuple(self.quantization),
+            attention=tuple(self.attention),
+            runtimes=tuple(self.runtimes),
+        )
 
 
 class Throughput(_Strict):
@@ -179,6 +217,9 @@ def generic_profile(device: Device) -> HardwareProfile:
             features=list(caps.features),
             compute_capability=caps.compute_capability,
             can_train=caps.can_train,
+            quantization=list(caps.quantization),
+            attention=list(caps.attention),
+            runtimes=list(caps.runtimes),
         ),
         training=TrainingDefaults(dtype=dtype if caps.can_train else "float16"),
         generic=True,

@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-JobKind = Literal["sft", "dpo", "full", "embed", "generate", "embedder-train"]
+JobKind = Literal["sft", "dpo", "full", "embed", "generate", "rerank", "embedder-train"]
 
 
 class MemoryEstimate(BaseModel):
@@ -54,6 +54,7 @@ class Plan(BaseModel):
     dtype: str = "float32"
     quantization: Literal["none", "int8", "nf4"] = "none"
     attention: str = "sdpa"
+    runtime: str | None = Field(None, description="inference runtime; None for training")
     micro_batch: int = 1
     grad_accum: int = 1
     gradient_checkpointing: bool = False

@@ -12,13 +12,24 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
 from hwkit import hookspecs
+from hwkit.device import Backend
+from hwkit.embedder import Embedder
 from hwkit.errors import HwkitError
+from hwkit.exporter import Exporter
+from hwkit.inference import InferenceRuntime
 from hwkit.registry import Registry
+from hwkit.retriever import Retriever
+from hwkit.trainer import Trainer
+
+if TYPE_CHECKING:
+    import typer
+
+    from hwkit.hardware_profile import HardwareProfile
 
 ENTRY_POINT_GROUP = "hwkit"
 DISABLE_ENV = "HWKIT_DISABLE_PLUGINS"
@@ -32,6 +43,20 @@ HOOKS: dict[str, tuple[str, str]] = {
     "hwkit_register_embedders": ("embedders", "embedder"),
     "hwkit_register_retrievers": ("retrievers", "retriever"),
     "hwkit_register_exporters": ("exporters", "exporter"),
+    "hwkit_register_runtimes": ("runtimes", "runtime"),
+}
+# Hooks that register no named items: called with another argument (the CLI).
+COMMAND_HOOK = "hwkit_register_commands"
+
+# registry attribute -> the contract its classes must subclass (profiles are data)
+CONTRACTS: dict[str, type | None] = {
+    "backends": Backend,
+    "profiles": None,
+    "trainers": Trainer,
+    "embedders": Embedder,
+    "retrievers": Retriever,
+    "exporters": Exporter,
+    "runtimes": InferenceRuntime,
 }
 
 
@@ -80,12 +105,13 @@ class PluginManager:
         self.plugins: list[PluginInfo] = []
         self.failures: list[PluginFailure] = []
         self.skipped: list[PluginInfo] = []
-        self.backends: Registry[Any] = Registry("backend")
-        self.profiles: Registry[Any] = Registry("profile")
-        self.trainers: Registry[Any] = Registry("trainer")
-        self.embedders: Registry[Any] = Registry("embedder")
-        self.retrievers: Registry[Any] = Registry("retriever")
-        self.exporters: Registry[Any] = Registry("exporter")
+        self.backends: Registry[type[Backend]] = _registry("backends")
+        self.profiles: Registry[HardwareProfile] = _registry("profiles")
+        self.trainers: Registry[type[Trainer]] = _registry("trainers")
+        self.embedders: Registry[type[Embedder]] = _registry("embedders")
+        self.retrievers: Registry[type[Retriever]] = _registry("retrievers")
+        self.exporters: Registry[type[Exporter]] = _registry("exporters")
+        self.runtimes: Registry[type[InferenceRuntime]] = _registry("runtimes")
         self._collected = False
 
     # -- loading -----------------------------------------------------------------------
@@ -145,14 +171,13 @@ class PluginManager:
     def collect(self) -> PluginManager:
         """Call each plugin's register hooks one plugin at a time, isolating failures."""
         for registry_attr, _ in HOOKS.values():
-            setattr(self, registry_attr, Registry(getattr(self, registry_attr).what))
+            setattr(self, registry_attr, _registry(registry_attr))
         self.failures = [f for f in self.failures if f.stage in ("import", "register")]
         order = {info.name: i for i, info in enumerate(self.plugins)}
         dists = {info.name: info.distribution for info in self.plugins}
         for hook_name, (registry_attr, _what) in HOOKS.items():
             registry: Registry[Any] = getattr(self, registry_attr)
-            impls = getattr(self.pm.hook, hook_name).get_hookimpls()
-            for impl in sorted(impls, key=lambda i: order.get(i.plugin_name, len(order))):
+            for impl in self._impls(hook_name, order):
                 owner = impl.plugin_name
                 register = self._registrar(registry, owner, dists.get(owner), hook_name)
                 try:
@@ -163,6 +188,24 @@ class PluginManager:
                     )
         self._collected = True
         return self
+
+    def _impls(self, hook_name: str, order: dict[str, int]) -> list[Any]:
+        impls = getattr(self.pm.hook, hook_name).get_hookimpls()
+        return sorted(impls, key=lambda i: order.get(i.plugin_name, len(order)))
+
+    def add_commands(self, cli: typer.Typer) -> None:
+        """Let each plugin add its commands to ``cli``, one plugin at a time; a plugin whose
+        hook fails is recorded and the others' commands still arrive."""
+        order = {info.name: i for i, info in enumerate(self.plugins)}
+        dists = {info.name: info.distribution for info in self.plugins}
+        for impl in self._impls(COMMAND_HOOK, order):
+            owner = impl.plugin_name
+            try:
+                impl.function(cli)
+            except Exception as exc:
+                self.failures.append(
+                    PluginFailure(owner, dists.get(owner), COMMAND_HOOK, _describe(exc))
+                )
 
     def _registrar(
         self, registry: Registry[Any], owner: str, dist: str | None, hook_name: str
@@ -182,7 +225,7 @@ class PluginManager:
                 raise TypeError(f"a {registry.what} needs a non-empty string `name`: {item!r}")
             try:
                 registry.add(key, item, owner)
-            except ValueError as exc:
+            except (ValueError, TypeError) as exc:
                 self.failures.append(PluginFailure(owner, dist, hook_name, str(exc)))
 
         return register
@@ -191,6 +234,11 @@ class PluginManager:
         if not self._collected:
             self.collect()
         return self
+
+
+def _registry(attr: str) -> Registry[Any]:
+    what = {v[0]: v[1] for v in HOOKS.values()}[attr]
+    return Registry(what, CONTRACTS[attr])
 
 
 def _dist_name(ep: metadata.EntryPoint) -> str | None:

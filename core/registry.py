@@ -1,4 +1,5 @@
-"""A name registry whose failed lookup lists what is registered."""
+"""A name registry whose failed lookup lists what is registered, and whose ``add`` checks
+that a registered class implements the contract (Lightning fabric's accelerator registry)."""
 
 from __future__ import annotations
 
@@ -11,14 +12,30 @@ T = TypeVar("T")
 
 
 class Registry(Generic[T]):
-    """Maps names to registered objects and remembers which plugin registered each."""
+    """Maps names to registered objects and remembers which plugin registered each.
 
-    def __init__(self, what: str) -> None:
+    With ``base``, only subclasses of ``base`` (classes, not instances) are accepted.
+    """
+
+    def __init__(self, what: str, base: type | None = None) -> None:
         self.what = what
+        self.base = base
         self._items: dict[str, T] = {}
         self._owners: dict[str, str] = {}
 
+    def check(self, item: object) -> None:
+        """Raise TypeError unless ``item`` is a subclass of the contract."""
+        if self.base is None:
+            return
+        if not (isinstance(item, type) and issubclass(item, self.base)):
+            shown = item.__name__ if isinstance(item, type) else repr(item)
+            raise TypeError(
+                f"a {self.what} must be a subclass of "
+                f"{self.base.__module__}.{self.base.__qualname__}, got {shown}"
+            )
+
     def add(self, name: str, item: T, owner: str) -> None:
+        self.check(item)
         if name in self._items:
             raise ValueError(
                 f"{self.what} {name!r} is already registered by plugin {self._owners[name]!r}"

@@ -30,6 +30,10 @@ def shared_data() -> Path:
 
 @pytest.fixture(autouse=True)
 def _no_profile_override(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Tests choose profiles explicitly; a developer's HWKIT_PROFILE must not leak in."""
+    """Tests choose profiles explicitly; a developer's HWKIT_PROFILE must not leak in, and
+    each test starts with a fresh process runtime (the loaded plugins are shared)."""
+    from hwkit.runtime import Runtime, current, set_current
+
     monkeypatch.delenv("HWKIT_PROFILE", raising=False)
     monkeypatch.delenv("HWKIT_DISABLE_PLUGINS", raising=False)
+    set_current(Runtime(current().plugins))

@@ -22,7 +22,9 @@ class Job:
     ``effective_batch`` counts examples per optimizer step (DPO: preference pairs, each a
     chosen and a rejected row; embedder training: (anchor, positive) pairs).
     For ``generate`` ``seq_len`` is prompt plus new tokens and ``effective_batch`` the
-    number of sequences decoded together.
+    number of sequences decoded together; for ``embed`` and ``rerank`` the texts (or query,
+    passage pairs) encoded at once. ``runtimes`` are the inference runtimes that can run the
+    model, in order of preference (empty: ``transformers``); the plan names the one used.
     """
 
     kind: JobKind
@@ -33,6 +35,7 @@ class Job:
     quantization: Quantization = "auto"
     gradient_checkpointing: bool | None = None
     micro_batch: int | None = None
+    runtimes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if isinstance(self.model, str):  # accept a name or path for convenience
@@ -87,7 +90,7 @@ class Job:
             raise UsageError(
                 f"{self.model.name} is an encoder ({self.model.model_type}); "
                 f"it cannot run {self.kind}",
-                hint="use it for 'embed' or 'embedder-train'",
+                hint="use it for 'embed', 'rerank' or 'embedder-train'",
             )
 
     @property

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from hwkit.allocator.job import Job
 from hwkit.allocator.spec import ModelSpec
+from hwkit.device import MemoryTraits
 from hwkit.plan import MemoryEstimate
 
 GiB = 1024**3
@@ -24,27 +25,9 @@ QUANT_BYTES = {"nf4": 0.5 + 4 / 64, "int8": 1.0 + 4 / 4096}
 
 # Calibrated (docs/allocator.md): saved activations measured / counted tensor elements.
 ACTIVATION_SCALE = 1.0
-# Calibrated on CPU (docs/allocator.md): glibc keeps freed heap memory mapped, so once a
-# step has freed its activations and the next allocates them again (every step after the
-# first; checkpointing's recomputation; DPO's no-grad reference pass) RSS exceeds the live
-# tensors by this share of the activations a non-checkpointed forward saves. With a fixed
-# MALLOC_MMAP_THRESHOLD_ the excess disappears (measured), so it is the allocator's.
-CPU_RETENTION = 0.8
 # Bytes per logit element at the peak of the loss's backward in float32: the logits the
 # caller keeps (trl keeps ``outputs``), the saved log-softmax, and the two gradients.
 LOGIT_BYTES_FP32 = 16.0
-
-# Memory a process holds before any model is built: CPU = the Python interpreter with
-# torch + transformers + peft imported (measured RSS, docs/allocator.md); CUDA/XPU = the
-# driver context and library workspaces (cuBLAS, oneDNN), which allocator statistics miss.
-RUNTIME_OVERHEAD = {
-    "cpu": 440_000_000,
-    "cuda": int(1.0 * GiB),
-    "xpu": int(1.0 * GiB),
-    "npu": int(0.3 * GiB),
-}
-# Caching allocators (CUDA, XPU) fragment: budget a share of the transient parts on top.
-FRAGMENTATION = {"cuda": 0.08, "xpu": 0.10}
 
 
 @dataclass(frozen=True)
@@ -56,7 +39,7 @@ class Settings:
     micro_batch: int
     gradient_checkpointing: bool
     attention: str = "sdpa"
-    backend: str = "cuda"
+    traits: MemoryTraits = MemoryTraits()
 
 
 def _act_elems_per_token_layer(spec: ModelSpec, lora_rank: int | None) -> int:
@@ -102,10 +85,10 @@ def estimate(job: Job, settings: Settings) -> MemoryEstimate:
     dtype_b = DTYPE_BYTES[settings.dtype]
     rows = settings.micro_batch * job.rows_per_example
     tokens = rows * job.seq_len
-    backend = settings.backend
+    traits = settings.traits
     parts = dict.fromkeys(MemoryEstimate.model_fields, 0)
     step_temporary = 0
-    retained = 0  # CPU heap kept after freed activations (see CPU_RETENTION)
+    retained = 0  # host heap kept after freed activations (MemoryTraits.heap_retention)
 
     if job.kind in ("sft", "dpo"):
         assert job.lora_rank is not None
@@ -140,8 +123,7 @@ def estimate(job: Job, settings: Settings) -> MemoryEstimate:
         else:
             acts = spec.num_layers * (per_layer * tokens + square)
         acts += 2 * spec.hidden * dtype_b * tokens  # embeddings out, final norm
-        if backend == "cpu":
-            retained = int(CPU_RETENTION * spec.num_layers * per_layer * tokens)
+        retained = int(traits.heap_retention * spec.num_layers * per_layer * tokens)
         parts["activations"] = int(acts * ACTIVATION_SCALE)
         if not spec.encoder:
             logit_b = LOGIT_BYTES_FP32 if dtype_b == 4 else LOGIT_BYTES_FP32 - 4 + dtype_b
@@ -167,9 +149,6 @@ def estimate(job: Job, settings: Settings) -> MemoryEstimate:
     backward_peak = parts["activations"] + parts["logits"] + retained
     parts["optimizer"] += max(0, step_temporary - backward_peak)
     parts["overhead"] += retained
-    frag = FRAGMENTATION.get(backend, 0.0)
     transient_parts = parts["activations"] + parts["logits"] + parts["kv_cache"]
-    parts["overhead"] += RUNTIME_OVERHEAD.get(backend, RUNTIME_OVERHEAD["cuda"]) + int(
-        frag * transient_parts
-    )
+    parts["overhead"] += traits.runtime_overhead + int(traits.fragmentation * transient_parts)
     return MemoryEstimate(**parts)

@@ -11,13 +11,14 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from hwkit.allocator import policy
 from hwkit.allocator.budget import Budget, device_budget, gb, reserved_for
 from hwkit.allocator.job import LORA_KINDS, Job
 from hwkit.allocator.memory import Settings, estimate
 from hwkit.allocator.spec import ModelSpec, shipped_names
+from hwkit.allocator.targets import Target, resolve_targets
 from hwkit.errors import NoFitError, UnknownNameError
 from hwkit.hardware_profile import HardwareProfile
 from hwkit.log import get_logger
@@ -29,17 +30,7 @@ if TYPE_CHECKING:
 
 log = get_logger("hwkit.allocator")
 
-BNB_BACKENDS = frozenset({"cuda", "xpu"})  # bitsandbytes 4-bit/8-bit kernels
-GOOD_MICRO_BATCH = 4  # below this, checkpointing is worth it if it buys a larger micro-batch
-
-
-@dataclass(frozen=True)
-class Target:
-    """A device to plan on, the profile that describes it, and whether it is really here."""
-
-    device: Device
-    profile: HardwareProfile
-    present: bool
+__all__ = ["Target", "candidates", "plan", "plan_on", "resolve_targets"]
 
 
 def plan(
@@ -108,101 +99,7 @@ def candidates(
     return plans
 
 
-# -- targets ------------------------------------------------------------------------------
-def resolve_targets(
-    devices: list[Device] | None,
-    runtime: Runtime | None,
-    profile: str | HardwareProfile | None = None,
-) -> list[Target]:
-    """Devices with their profiles; an absent profile's hardware becomes a MockDevice."""
-    from hwkit.testing.mock import MockDevice
-
-    if devices is not None and profile is None:
-        out = []
-        for device in devices:
-            prof = getattr(device, "profile", None)
-            if not isinstance(prof, HardwareProfile):
-                runtime = runtime or _load_runtime()
-                prof = runtime.profile_for(device)
-            out.append(Target(device, prof, not isinstance(device, MockDevice)))
-        return out
-    runtime = runtime or _load_runtime()
-    if profile is not None:
-        prof = _profile(runtime, profile) if isinstance(profile, str) else profile
-        pool = devices if devices is not None else runtime.devices()
-        here = [d for d in pool if prof.matches(d) and not isinstance(d, MockDevice)]
-        if here:
-            return [Target(d, prof, True) for d in here]
-        return [Target(_absent(prof), prof, False)]
-    active = runtime.active_profile
-    if active.source == "env":
-        if active.present and active.device_id:
-            return [Target(runtime.device(active.device_id), active.profile, True)]
-        return [Target(_absent(active.profile), active.profile, False)]
-    return [Target(d, runtime.profile_for(d), True) for d in runtime.devices()]
-
-
-def _profile(runtime: Runtime, name: str) -> HardwareProfile:
-    """A registered profile by name, or one read from a TOML file path."""
-    if name.endswith(".toml") or "/" in name:
-        from pathlib import Path
-
-        from hwkit.hardware_profile import load_profile
-
-        return load_profile(Path(name).expanduser())
-    return runtime.plugins.profiles.get(name)
-
-
-def _absent(profile: HardwareProfile) -> Device:
-    from hwkit.runtime import host_memory_total
-    from hwkit.testing.mock import MockDevice
-
-    return MockDevice(profile, host_total=host_memory_total())
-
-
-def _load_runtime() -> Runtime:
-    from hwkit.runtime import Runtime
-
-    return Runtime.load()
-
-
 # -- one device ---------------------------------------------------------------------------
-def choose_dtype(job: Job, target: Target) -> tuple[str, str]:
-    """The compute dtype and why: the profile's training dtype where the device runs it
-    natively; else bf16, fp16 (not on CPU), fp32 in that order of preference."""
-    caps = target.device.capabilities
-    native = set(caps.dtypes)
-    kind = target.device.kind
-    if not caps.can_train:  # NPU: inference in fp16
-        return "float16", f"{kind} runs inference in float16 (OpenVINO); it cannot train"
-    wanted = target.profile.training.dtype
-    if kind == "cpu":
-        if "bfloat16" in native:
-            return "bfloat16", "CPU has native bf16 (AVX512-BF16/AMX)"
-        return "float32", "CPU without native bf16 (no AVX512-BF16/AMX): float32"
-    if wanted in native and wanted in ("bfloat16", "float16", "float32"):
-        why = f"profile {target.profile.name} trains in {wanted}"
-        if wanted != "bfloat16" and "bfloat16" in target.profile.compute.emulated_dtypes:
-            why += " (bf16 is only emulated here)"
-        return wanted, why
-    for dtype in ("bfloat16", "float16"):
-        if dtype in native:
-            return dtype, f"{dtype} is native on {target.device.name}"
-    return "float32", "no native 16-bit float type: float32"
-
-
-def _quant_options(job: Job, backend: str) -> tuple[list[str], str]:
-    if job.quantization != "auto":
-        if job.quantization in ("nf4", "int8") and backend not in BNB_BACKENDS:
-            return [], f"{job.quantization} needs bitsandbytes on CUDA/XPU; {backend} has none"
-        return [job.quantization], f"{job.quantization} as requested"
-    if job.kind in ("full", "embedder-train"):
-        return ["none"], "full training needs unquantised weights"
-    if backend in BNB_BACKENDS:
-        return ["none", "nf4"], ""
-    return ["none"], f"no bitsandbytes 4-bit kernels on {backend}"
-
-
 def _micro_batches(job: Job) -> list[int]:
     if job.micro_batch is not None:
         return [job.micro_batch]
@@ -224,28 +121,21 @@ def _largest_fit(job: Job, base: Settings, budget: int) -> tuple[Settings, int] 
     return None
 
 
-def _attention(job: Job, target: Target, dtype: str) -> tuple[str, str]:
-    attention = target.profile.training.attention
-    if attention == "flash_attention_2" and dtype == "float32":
-        return "sdpa", "flash-attention needs 16-bit inputs; sdpa in float32"
-    if attention == "flash_attention_2":
-        return attention, (
-            f"profile {target.profile.name} default (needs the flash-attn package; sdpa otherwise)"
-        )
-    return attention, f"profile {target.profile.name} default"
-
-
 def plan_on(job: Job, target: Target, reserved: int = 0) -> Plan | str:
     """The plan for ``job`` on one device, or a one-line reason it cannot take it."""
     device, profile = target.device, target.profile
     budget = device_budget(device, profile, reserved)
     if job.trains and not device.capabilities.can_train:
         return f"{device.id} ({profile.name}) runs inference only; it cannot train"
-    dtype, dtype_reason = choose_dtype(job, target)
-    attention, attention_reason = _attention(job, target, dtype)
-    quants, quant_note = _quant_options(job, device.kind)
+    runtime, runtime_reason = policy.choose_runtime(job, target)
+    if job.kind in policy.INFERENCE_KINDS and runtime is None:
+        return runtime_reason
+    dtype, dtype_reason = policy.choose_dtype(job, target)
+    attention, attention_reason = policy.attention(job, target, dtype)
+    quants, quant_note = policy.quant_options(job, target)
     if not quants:
         return f"{device.id}: {quant_note}"
+    traits = profile.memory.traits()
     if job.gradient_checkpointing is None:
         gc_options = [False, True]
     else:
@@ -254,64 +144,35 @@ def plan_on(job: Job, target: Target, reserved: int = 0) -> Plan | str:
     for quant in quants:
         found: dict[bool, tuple[Settings, int]] = {}
         for gc in gc_options:
-            base = Settings(dtype, quant, 1, gc, attention, device.kind)
+            base = Settings(dtype, quant, 1, gc, attention, traits)
             fit = _largest_fit(job, base, budget.bytes)
             if fit is not None:
                 found[gc] = fit
         if not found:
             continue
-        settings, gc_reason = _pick_checkpointing(job, found)
-        return _make_plan(
-            job,
-            target,
-            budget,
-            settings,
-            reasons={
-                "dtype": dtype_reason,
-                "attention": attention_reason,
-                "quantization": _quant_reason(quant, quants, job, quant_note),
-                "gradient_checkpointing": gc_reason,
-            },
-        )
+        settings, gc_reason = policy.pick_checkpointing(job, found)
+        reasons = {
+            "dtype": dtype_reason,
+            "attention": attention_reason,
+            "quantization": policy.quant_reason(quant, job, quant_note),
+            "gradient_checkpointing": gc_reason,
+        }
+        if runtime is not None:
+            reasons["runtime"] = runtime_reason
+        return _make_plan(job, target, budget, settings, reasons=reasons, runtime=runtime)
     return (
         f"{device.id} ({profile.name}): needs {gb(_minimum_need(job, target, quants[-1]))} "
         f"at micro-batch 1, budget {gb(budget.bytes)}"
     )
 
 
-def _pick_checkpointing(job: Job, found: dict[bool, tuple[Settings, int]]) -> tuple[Settings, str]:
-    if job.gradient_checkpointing is not None:
-        settings = found[job.gradient_checkpointing][0]
-        return settings, f"{'on' if job.gradient_checkpointing else 'off'} as requested"
-    if not job.trains:
-        return found[False][0], "inference keeps no activations for backward"
-    without, with_gc = found.get(False), found.get(True)
-    if without is None:
-        assert with_gc is not None
-        return with_gc[0], "needed: nothing fits without it, even at micro-batch 1"
-    mb = without[0].micro_batch
-    if (
-        with_gc is not None
-        and mb < min(job.effective_batch, GOOD_MICRO_BATCH)
-        and with_gc[0].micro_batch > mb
-    ):
-        return with_gc[0], (
-            f"on: without it only micro-batch {mb} fits; with it {with_gc[0].micro_batch} "
-            "(recomputing costs ~1/3 more compute, tiny batches cost more)"
-        )
-    return without[0], "off: not needed to fit (it would cost ~1/3 more compute)"
-
-
-def _quant_reason(quant: str, tried: list[str], job: Job, note: str) -> str:
-    if job.quantization != "auto":
-        return note
-    if quant == "nf4":
-        return "nf4 (QLoRA): the unquantised base does not fit"
-    return "none: the base fits unquantised" + (f" ({note})" if note else "")
-
-
 def _make_plan(
-    job: Job, target: Target, budget: Budget, settings: Settings, reasons: dict[str, str]
+    job: Job,
+    target: Target,
+    budget: Budget,
+    settings: Settings,
+    reasons: dict[str, str],
+    runtime: str | None = None,
 ) -> Plan:
     est = estimate(job, settings)
     mb = settings.micro_batch
@@ -357,6 +218,7 @@ def _make_plan(
         dtype=settings.dtype,
         quantization=settings.quantization,
         attention=settings.attention,
+        runtime=runtime,
         micro_batch=mb,
         grad_accum=accum,
         gradient_checkpointing=settings.gradient_checkpointing,
@@ -369,11 +231,12 @@ def _make_plan(
 
 
 def _minimum_need(job: Job, target: Target, quant: str) -> int:
-    dtype, _ = choose_dtype(job, target)
-    attention, _ = _attention(job, target, dtype)
+    dtype, _ = policy.choose_dtype(job, target)
+    attention, _ = policy.attention(job, target, dtype)
     gc = job.trains if job.gradient_checkpointing is None else job.gradient_checkpointing
     mb = min(_micro_batches(job))
-    return estimate(job, Settings(dtype, quant, mb, gc, attention, target.device.kind)).total
+    traits = target.profile.memory.traits()
+    return estimate(job, Settings(dtype, quant, mb, gc, attention, traits)).total
 
 
 def _score(p: Plan, profile: HardwareProfile) -> float:

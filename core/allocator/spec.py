@@ -28,7 +28,11 @@ _SHIPPED: dict[str, tuple[str, ...]] = {
     ),
     "Qwen--Qwen2.5-7B-Instruct": ("Qwen/Qwen2.5-7B", "qwen2.5-7b"),
     "microsoft--phi-2": ("phi-2",),
-    "HuggingFaceTB--SmolLM2-135M-Instruct": ("HuggingFaceTB/SmolLM2-135M", "smollm2-135m"),
+    "HuggingFaceTB--SmolLM2-135M-Instruct": (
+        "HuggingFaceTB/SmolLM2-135M",
+        "smollm2-135m",
+        "smollm2-135m-instruct",
+    ),
     "BAAI--bge-large-en-v1.5": ("bge-large-en-v1.5", "bge-large"),
     "sentence-transformers--all-MiniLM-L6-v2": ("all-MiniLM-L6-v2", "all-minilm-l6-v2", "minilm"),
 }
@@ -68,35 +72,37 @@ class ModelSpec:
     # -- construction -----------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike[str]) -> ModelSpec:
-        """A spec from a model directory, a config.json file, or a known name.
+        """A spec from a model directory, run directory, config.json file, or a known name.
 
-        Known names (hub ids and short aliases) resolve to the shipped configs, then to
-        the local Hugging Face cache; nothing is downloaded.
+        Paths resolve through :func:`hwkit.models.resolve` (the base model of a LoRA run);
+        names resolve to the shipped configs, then to the local Hugging Face cache. Nothing
+        is downloaded and no weights are read.
         """
+        from hwkit.models import resolve
+
         text = str(name_or_path)
         path = Path(text).expanduser()
-        if path.is_dir():
-            config = path / "config.json"
-            if not config.is_file():
-                raise NotFoundError(
-                    f"model path {text!r} has no config.json",
-                    hint="point --model at a Hugging Face model directory or a config.json file",
-                )
-            return cls.from_config_file(config, name=path.name)
-        if path.is_file():
-            return cls.from_config_file(path, name=path.parent.name or path.stem)
         known = shipped_names()
-        if text.lower() in known:
+        if not path.exists() and text.lower() in known:
             return cls.from_config_file(known[text.lower()], name=text)
-        cached = _hf_cache_config(text)
-        if cached is not None:
-            return cls.from_config_file(cached, name=text)
-        if text.startswith((".", "/", "~")) or text.count("/") > 1 or path.suffix == ".json":
-            raise NotFoundError(f"model path {text!r} does not exist")
-        raise NotFoundError(
-            f"model {text!r} is neither a local path nor a shipped config",
-            hint="known: " + ", ".join(sorted({a for a in _aliases()})),
-        )
+        try:
+            resolved = resolve(text)
+        except NotFoundError as exc:
+            if path.exists() or text.startswith((".", "/", "~")) or path.suffix == ".json":
+                raise
+            raise NotFoundError(
+                f"model {text!r} is neither a local path nor a shipped config",
+                hint="known: " + ", ".join(sorted(set(_aliases()))),
+            ) from exc
+        if resolved.config_dir is None:
+            raise ConfigError(
+                f"{text}: a GGUF file carries no config.json to plan from",
+                hint="plan with the model's Hugging Face directory or its name",
+            )
+        name = path.name if path.is_dir() else (path.parent.name or path.stem)
+        if not path.exists():
+            name = text
+        return cls.from_config_file(resolved.config_dir / "config.json", name=name)
 
     @classmethod
     def from_config_file(cls, path: Path, *, name: str | None = None) -> ModelSpec:
@@ -203,18 +209,3 @@ def _aliases() -> list[str]:
     return [stem.replace("--", "/") for stem in _SHIPPED] + [
         a for v in _SHIPPED.values() for a in v
     ]
-
-
-def _hf_cache_config(repo_id: str) -> Path | None:
-    """config.json of ``repo_id`` if the local Hugging Face cache has it (offline look-up)."""
-    if repo_id.count("/") != 1:
-        return None
-    try:
-        from huggingface_hub import try_to_load_from_cache
-    except ImportError:  # pragma: no cover - transformers depends on it
-        return None
-    try:
-        found = try_to_load_from_cache(repo_id, "config.json")
-    except Exception:  # an invalid repo id is simply not cached
-        return None
-    return Path(found) if isinstance(found, str) else None

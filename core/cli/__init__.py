@@ -1,4 +1,10 @@
-"""The ``hwkit`` command line. Each command group lives in its own module under hwkit.cli.
+"""The ``hwkit`` command line: a skeleton the plugins fill.
+
+The core brings the commands about hwkit itself (``doctor``, ``plugins``, ``profiles``,
+``plan``); every workload command (``data``, ``train``, ``index``, ``search``, ``export``,
+``serve``, ...) arrives through the ``hwkit_register_commands`` hook of the plugin that owns
+it, a built-in or a third party's. The plugin manager is loaded once, here, and becomes the
+process's runtime, so commands reach it with :func:`hwkit.runtime.current`.
 
 Command modules import only typer and hwkit's light core at the top; torch, transformers
 and openvino are imported inside the commands that need them, so ``hwkit --help`` is fast.
@@ -13,18 +19,12 @@ import typer
 
 from hwkit.errors import EXIT_INTERRUPTED, HwkitError
 
-# Each module defines ``register(app: typer.Typer) -> None``.
-COMMAND_MODULES = [
-    "hwkit.cli.retrieval",
-    "hwkit.cli.data",
+# The core's own commands; each module defines ``register(app: typer.Typer) -> None``.
+CORE_COMMANDS = [
     "hwkit.cli.doctor",
-    "hwkit.cli.train",
-    "hwkit.cli.quickstart",
     "hwkit.cli.profiles_cmd",
     "hwkit.cli.plugins_cmd",
     "hwkit.cli.plan",
-    "hwkit.cli.export",
-    "hwkit.cli.serve",
 ]
 
 app = typer.Typer(
@@ -49,8 +49,19 @@ def _root(
     log.configure(json=True if log_json else None, level="DEBUG" if verbose else None)
 
 
-for _name in COMMAND_MODULES:
-    importlib.import_module(_name).register(app)
+def _build() -> None:
+    """Core commands, then each plugin's, from the process's one plugin manager."""
+    from hwkit.plugin_manager import load_plugins
+    from hwkit.runtime import Runtime, set_current
+
+    for name in CORE_COMMANDS:
+        importlib.import_module(name).register(app)
+    plugins = load_plugins()
+    plugins.add_commands(app)
+    set_current(Runtime(plugins))
+
+
+_build()
 
 
 def main() -> None:

@@ -3,6 +3,6 @@
 Third-party plugins test against these instead of mocking hwkit's internals.
 """
 
-from hwkit.testing.mock import MockBackend, MockDevice, mock_device
+from hwkit.testing.mock import MockBackend, MockDevice, mock_device, mock_runtime
 
-__all__ = ["MockBackend", "MockDevice", "mock_device"]
+__all__ = ["MockBackend", "MockDevice", "mock_device", "mock_runtime"]

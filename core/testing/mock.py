@@ -8,43 +8,43 @@ memory on the next forward pass, the way a real device does.
 from __future__ import annotations
 
 import contextlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from hwkit.device import Backend, BackendStatus, Capabilities, Device, MemorySnapshot, Telemetry
+from hwkit.absent import AbsentDevice
+from hwkit.device import Backend, BackendStatus, Device, MemorySnapshot, Telemetry
 from hwkit.hardware_profile import HardwareProfile
+
+if TYPE_CHECKING:
+    from hwkit.runtime import Runtime
 
 DEFAULT_HOST_TOTAL = 64 * 1024**3
 
 
-class MockDevice(Device):
-    """Runs on CPU tensors; identity, capabilities and memory come from ``profile``."""
+class MockDevice(AbsentDevice):
+    """Runs on CPU tensors; identity, capabilities and memory come from ``profile``.
+
+    On its own it stands for hardware this machine lacks (``present`` False, as for
+    :class:`hwkit.absent.AbsentDevice`); a :class:`MockBackend` makes it "detected", so a
+    test runtime plans on it and runs the planned work on it as on the real device.
+    """
 
     def __init__(
-        self, profile: HardwareProfile, index: int = 0, *, host_total: int = DEFAULT_HOST_TOTAL
+        self,
+        profile: HardwareProfile,
+        index: int = 0,
+        *,
+        host_total: int = DEFAULT_HOST_TOTAL,
+        present: bool = False,
     ) -> None:
-        self.profile = profile
-        self.kind = profile.kind
-        self.index = index
-        self.name = profile.display_name
-        self._total = profile.capacity_bytes(host_total)
+        super().__init__(profile, index, host_total=host_total)
+        self.present = present
         self._used = 0
         self._oom_remaining = 0
         self._oom_min_batch = 0
         self.oom_raised = 0
         self.cache_frees = 0
-        self._caps = Capabilities(
-            dtypes=tuple(profile.compute.native_dtypes),
-            features=tuple(profile.compute.features),
-            can_train=profile.compute.can_train,
-            shared_memory=profile.memory.shared_with_host,
-            compute_capability=profile.compute.compute_capability,
-        )
 
     # -- what it reports ----------------------------------------------------------------
-    @property
-    def capabilities(self) -> Capabilities:
-        return self._caps
-
     def memory(self) -> MemorySnapshot:
         return MemorySnapshot(
             total=self._total, free=max(0, self._total - self._used), used_by_us=0
@@ -131,7 +131,7 @@ class MockBackend(Backend):
         if not self._profiles:
             return BackendStatus(False, "no profiles given to the mock backend"), []
         return BackendStatus(True, details={"mock": True}), [
-            MockDevice(p, index=i) for i, p in enumerate(self._profiles)
+            MockDevice(p, index=i, present=True) for i, p in enumerate(self._profiles)
         ]
 
 
@@ -139,6 +139,29 @@ def mock_device(profile: str | HardwareProfile = "cpu", **kwargs: Any) -> MockDe
     """A mock device for a registered profile name (or a profile object)."""
     if isinstance(profile, HardwareProfile):
         return MockDevice(profile, **kwargs)
-    from hwkit.plugin_manager import load_plugins
+    from hwkit.runtime import current
 
-    return MockDevice(load_plugins().profiles.get(profile), **kwargs)
+    return MockDevice(current().plugins.profiles.get(profile), **kwargs)
+
+
+def mock_runtime(*profiles: str | HardwareProfile, plugins: Any = None) -> Runtime:
+    """A runtime whose only hardware is mock devices for ``profiles`` (the first one is
+    the active profile, as ``HWKIT_PROFILE`` would make it), with every installed plugin.
+
+    Jobs planned on it land on the mock devices and run there on CPU tensors, so a test
+    sees where a plan put the work: ``mock_runtime("rtx5090")`` is a machine with an
+    RTX 5090 in it.
+    """
+    import os
+
+    from hwkit.hardware_profile import PROFILE_ENV
+    from hwkit.runtime import Runtime, current
+
+    manager = plugins if plugins is not None else current().plugins
+    resolved = [p if isinstance(p, HardwareProfile) else manager.profiles.get(p) for p in profiles]
+    if not resolved:
+        raise ValueError("mock_runtime needs at least one profile")
+    env = {**os.environ, PROFILE_ENV: resolved[0].name}
+    runtime = Runtime(manager, env, registered_hardware=False)
+    runtime.attach_backend(MockBackend(*resolved))
+    return runtime

@@ -1,4 +1,4 @@
-"""Built-in embedders (torch, OpenVINO) and the embedder fine-tuning trainer.
+"""Built-in embedders: torch (transformers) and OpenVINO.
 
 Importing this package is cheap: torch, transformers and openvino are imported when an
 embedder is built, not here, so ``hwkit --help`` and plugin loading stay fast.
@@ -54,10 +54,3 @@ def load_embedder(
 def hwkit_register_embedders(register: Any) -> None:
     for cls in embedder_classes().values():
         register(cls)
-
-
-@hookimpl
-def hwkit_register_trainers(register: Any) -> None:
-    from hwkit.plugins.embedders.trainer import EmbedderTrainer
-
-    register(EmbedderTrainer)

@@ -1,4 +1,5 @@
-"""Built-in retrievers (bm25, dense, hybrid, rerank, milvus) and hwkit's on-disk index.
+"""Built-in retrievers (bm25, dense, hybrid, rerank, milvus), hwkit's on-disk index, and the
+``hwkit index``, ``hwkit search`` and ``hwkit retrieval`` commands.
 
 Importing this package is cheap: bm25s, faiss, torch and pymilvus are imported when a
 retriever indexes, searches or loads, so plugin loading and ``hwkit --help`` stay fast.
@@ -6,14 +7,17 @@ retriever indexes, searches or loads, so plugin loading and ``hwkit --help`` sta
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from hwkit.hookspecs import hookimpl
+from hwkit.hookspecs import Register, hookimpl
 
 if TYPE_CHECKING:
-    from hwkit.plugins.retrievers.store import StoredRetriever
+    import typer
 
-__all__ = ["builtin_retrievers", "hwkit_register_retrievers"]
+    from hwkit.plugins.retrievers.store import StoredRetriever
+    from hwkit.retriever import Retriever
+
+__all__ = ["builtin_retrievers", "hwkit_register_commands", "hwkit_register_retrievers"]
 
 
 def builtin_retrievers() -> dict[str, type[StoredRetriever]]:
@@ -35,6 +39,13 @@ def builtin_retrievers() -> dict[str, type[StoredRetriever]]:
 
 
 @hookimpl
-def hwkit_register_retrievers(register: Any) -> None:
+def hwkit_register_retrievers(register: Register[type[Retriever]]) -> None:
     for cls in builtin_retrievers().values():
         register(cls)
+
+
+@hookimpl
+def hwkit_register_commands(cli: typer.Typer) -> None:
+    from hwkit.plugins.retrievers.cli import register
+
+    register(cli)

@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, cast
 from hwkit import atomic
 from hwkit.errors import ConfigError, UnavailableError, UsageError
 from hwkit.log import get_logger
-from hwkit.plugins.trainers import checkpoints as ckpt
-from hwkit.plugins.trainers import rundir
+from hwkit import checkpoints as ckpt
+from hwkit import rundir
 from hwkit.plugins.trainers.config import TrainConfig, to_toml_dict
 from hwkit.trainer import Trainer, TrainResult
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from transformers import TrainerCallback
 
 from hwkit.log import get_logger
-from hwkit.plugins.trainers.checkpoints import mark_complete, rotate
+from hwkit.checkpoints import mark_complete, rotate
 from hwkit.plugins.trainers.metrics import TokenCounter, _plain
 
 if TYPE_CHECKING:

@@ -21,7 +21,7 @@ import tomllib
 from hwkit import atomic
 from hwkit.errors import ConfigError, NotFoundError
 from hwkit.log import get_logger
-from hwkit.plugins.trainers import rundir
+from hwkit import rundir
 
 log = get_logger("hwkit.eval")
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from hwkit.atomic import write_bytes_atomic, write_jsonl_atomic
 from hwkit.log import get_logger
-from hwkit.plugins.trainers.rundir import read_jsonl
+from hwkit.rundir import read_jsonl
 
 if TYPE_CHECKING:
     pass

@@ -11,7 +11,7 @@ import pytest
 from hwkit import hookspecs
 from hwkit.plugin_manager import HOOKS
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 HOOK_NAMES = sorted(
     name
     for name, fn in inspect.getmembers(hookspecs, inspect.isfunction)

@@ -16,9 +16,9 @@ import openai
 import pytest
 
 from hwkit.errors import ConfigError, UsageError
-from hwkit.server import ServeConfig, check_bind, create_app
-from hwkit.server_models import estimate_bytes, parse_size
-from hwkit.server_sessions import load_personas
+from hwkit.plugins.serving.server import ServeConfig, check_bind, create_app
+from hwkit.plugins.serving.pool import estimate_bytes, parse_size
+from hwkit.plugins.serving.sessions import load_personas
 from tests.test_export_fixtures import lora_run, merged_lora, smol  # noqa: F401
 
 TOKEN = "s3cret-token"
@@ -195,7 +195,7 @@ def test_concurrent_requests_are_bounded(server: dict[str, Any], client: openai.
 def test_hwkit_chat_streams_from_the_server(server: dict[str, Any], client: openai.OpenAI) -> None:
     import io
 
-    from hwkit.server_chat import chat_loop
+    from hwkit.plugins.serving.chat import chat_loop
 
     buf = io.StringIO()
     chat_loop(

@@ -30,7 +30,7 @@ def quickstart(
     """Detect, plan, prepare the persona sample, LoRA-train SmolLM2, evaluate, compare."""
     from rich.console import Console
 
-    from hwkit.cli.train import print_eval
+    from hwkit.plugins.trainers.cli import print_eval
     from hwkit.plugins.trainers.config import EvalSettings, SFTConfig
     from hwkit.plugins.trainers.evaluate import evaluate_run
     from hwkit.plugins.trainers.sft import SFTTrainerPlugin, persona_data

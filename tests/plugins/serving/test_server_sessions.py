@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hwkit.server_sessions import SessionStore, trim_history
+from hwkit.plugins.serving.sessions import SessionStore, trim_history
 
 
 def _turn(i: int) -> list[dict[str, str]]:

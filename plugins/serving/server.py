@@ -145,8 +145,8 @@ class ServerState:
     """Shared by all requests: the model pool, sessions, personas and the queue counter."""
 
     def __init__(self, config: ServeConfig) -> None:
-        from hwkit.server_models import ModelPool
-        from hwkit.server_sessions import SessionStore, load_personas, persona_prompt
+        from hwkit.plugins.serving.pool import ModelPool
+        from hwkit.plugins.serving.sessions import SessionStore, load_personas, persona_prompt
 
         self.config = config
         self.pool = ModelPool(config.models, config.memory_budget, config.dtype)
@@ -241,7 +241,7 @@ def _conversation(
     state: ServerState, req: ChatRequest, request: Request
 ) -> tuple[list[dict[str, str]], str | None, list[dict[str, str]]]:
     """(messages for the prompt, session id, new messages to remember)."""
-    from hwkit.server_sessions import persona_prompt
+    from hwkit.plugins.serving.sessions import persona_prompt
 
     incoming = [m.model_dump() for m in req.messages]
     systems = [m for m in incoming if m["role"] == "system"]
@@ -262,7 +262,7 @@ def _conversation(
 
 def create_app(config: ServeConfig) -> FastAPI:
     """The FastAPI application for ``config`` (models load on first request)."""
-    from hwkit import server_generate as gen
+    from hwkit.plugins.serving import generate as gen
 
     state = ServerState(config)
     app = FastAPI(title="hwkit serve", version="1", docs_url=None, redoc_url=None)
@@ -397,7 +397,7 @@ async def _stream(
     new: list[dict[str, str]],
 ) -> Any:
     """SSE: a role chunk, content chunks, a finish chunk, then ``data: [DONE]``."""
-    from hwkit import server_generate as gen
+    from hwkit.plugins.serving import generate as gen
 
     def chunk(delta: dict[str, Any], finish: str | None = None) -> str:
         body = {

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from hwkit.errors import ConfigError, UnavailableError
 from hwkit.log import get_logger
-from hwkit.plugins.embedders.pairs import Pair, load_pairs
+from hwkit.plugins.trainers.embedder.pairs import Pair, load_pairs
 from hwkit.trainer import Trainer, TrainResult
 
 if TYPE_CHECKING:

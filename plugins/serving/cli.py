@@ -56,8 +56,8 @@ def register(app: typer.Typer) -> None:
         from pydantic import ValidationError
 
         from hwkit.errors import ConfigError
-        from hwkit.server import TOKEN_ENV, ServeConfig, check_bind, serve
-        from hwkit.server_models import default_budget, parse_size, paths_exist
+        from hwkit.plugins.serving.server import TOKEN_ENV, ServeConfig, check_bind, serve
+        from hwkit.plugins.serving.pool import default_budget, parse_size, paths_exist
 
         try:
             config = ServeConfig(
@@ -93,7 +93,7 @@ def register(app: typer.Typer) -> None:
         keep: int = typer.Option(10, "--keep", help="messages of history kept"),
     ) -> None:
         """Chat in the terminal with a local model or a running server; streams replies."""
-        from hwkit.server_chat import chat_loop
+        from hwkit.plugins.serving.chat import chat_loop
 
         chat_loop(
             model=model,

@@ -15,8 +15,8 @@ import pytest
 
 from hwkit.errors import ConfigError, NotFoundError
 from hwkit.plugins.embedders import default_model_path
-from hwkit.plugins.embedders.pairs import Pair, load_pairs, read_beir_pairs
-from hwkit.plugins.embedders.trainer import (
+from hwkit.plugins.trainers.embedder.pairs import Pair, load_pairs, read_beir_pairs
+from hwkit.plugins.trainers.embedder.trainer import (
     EmbedderTrainConfig,
     EmbedderTrainer,
     false_negative_mask,

@@ -89,7 +89,7 @@ def test_profile_validates_and_cites_sources(path: Path) -> None:
 
 
 def test_every_shipped_profile_is_in_the_docs_table() -> None:
-    doc = (Path(__file__).resolve().parent.parent / "docs" / "profiles.md").read_text()
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "profiles.md").read_text()
     for path in SHIPPED:
         assert f"| `{path.stem}` |" in doc, f"docs/profiles.md has no row for {path.stem}"
 

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 from typing import TextIO
 
 from hwkit.errors import UsageError
-from hwkit.server_sessions import trim_history
+from hwkit.plugins.serving.sessions import trim_history
 
 Message = dict[str, str]
 Responder = Callable[[list[Message]], Iterator[str]]
@@ -83,8 +83,8 @@ def _remote(url: str, token: str | None, model: str, max_tokens: int) -> Respond
 
 
 def _local(model: str, max_tokens: int) -> Responder:
-    from hwkit import server_generate as gen
-    from hwkit.server_models import ModelPool, default_budget
+    from hwkit.plugins.serving import generate as gen
+    from hwkit.plugins.serving.pool import ModelPool, default_budget
 
     loaded = ModelPool({model: model}, default_budget()).get(model)
 

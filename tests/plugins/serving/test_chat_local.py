@@ -72,7 +72,7 @@ def test_interactive_loop_keeps_history_and_ends_on_eof(
     smol: Path, reference: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from hwkit import server_generate
-    from hwkit.server_chat import chat_loop
+    from hwkit.plugins.serving.chat import chat_loop
 
     seen: list[list[dict[str, str]]] = []
     real_build_prompt = server_generate.build_prompt
@@ -113,7 +113,7 @@ def test_keep_trims_history_to_whole_turns(smol: Path, monkeypatch: pytest.Monke
     """``--keep 4`` must not leave a reply without its question at the head of the history
     (templates such as Mistral's refuse a conversation that starts with the assistant)."""
     from hwkit import server_generate
-    from hwkit.server_chat import chat_loop
+    from hwkit.plugins.serving.chat import chat_loop
 
     seen: list[list[str]] = []
     real_build_prompt = server_generate.build_prompt
@@ -139,7 +139,7 @@ def test_keep_trims_history_to_whole_turns(smol: Path, monkeypatch: pytest.Monke
 
 
 def test_keep_below_one_is_refused_before_loading() -> None:
-    from hwkit.server_chat import chat_loop
+    from hwkit.plugins.serving.chat import chat_loop
 
     with pytest.raises(UsageError, match="--keep"):
         chat_loop(

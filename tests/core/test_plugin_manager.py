@@ -9,9 +9,14 @@ from typing import Any
 import pytest
 
 from hwkit.device import Backend, BackendStatus
+from hwkit.embedder import Embedder
 from hwkit.errors import UnknownNameError
+from hwkit.exporter import Exporter
 from hwkit.hookspecs import hookimpl
+from hwkit.inference import InferenceRuntime
 from hwkit.plugin_manager import PluginManager, disabled_from_env, load_plugins
+from hwkit.retriever import Retriever
+from hwkit.trainer import Trainer
 from tests.cli import run_hwkit
 from tests.fake_dist import make_distribution
 
@@ -78,7 +83,7 @@ def third_party(tmp_path: Path) -> Path:
         },
     )
     (root / "bad_profile.toml").write_text('name = "bad"\ndisplay_name = 3\n', encoding="utf-8")
-    good = (Path(__file__).parents[1] / "profiles" / "h200.toml").read_text(encoding="utf-8")
+    good = (Path(__file__).parents[2] / "profiles" / "h200.toml").read_text(encoding="utf-8")
     (root / "good_profile.toml").write_text(
         good.replace('name = "h200"', 'name = "vendor-h200"'), encoding="utf-8"
     )
@@ -183,28 +188,32 @@ class _Everything:
 
     @hookimpl
     def hwkit_register_profiles(self, register: Any) -> None:
-        register(Path(__file__).parents[1] / "profiles" / "cpu.toml", name="cpu-copy")
+        register(Path(__file__).parents[2] / "profiles" / "cpu.toml", name="cpu-copy")
 
     @hookimpl
     def hwkit_register_trainers(self, register: Any) -> None:
-        register(_Named("t"))
+        register(_named(Trainer, "t"))
 
     @hookimpl
     def hwkit_register_embedders(self, register: Any) -> None:
-        register(_Named("e"))
+        register(_named(Embedder, "e"))
 
     @hookimpl
     def hwkit_register_retrievers(self, register: Any) -> None:
-        register(_Named("r"))
+        register(_named(Retriever, "r"))
 
     @hookimpl
     def hwkit_register_exporters(self, register: Any) -> None:
-        register(_Named("x"))
+        register(_named(Exporter, "x"))
+
+    @hookimpl
+    def hwkit_register_runtimes(self, register: Any) -> None:
+        register(_named(InferenceRuntime, "g"))
 
 
-class _Named:
-    def __init__(self, name: str) -> None:
-        self.name = name
+def _named(contract: type, name: str) -> type:
+    """A subclass of ``contract`` called ``name`` (registration checks the base class)."""
+    return type(f"Fake{contract.__name__}", (contract,), {"name": name})
 
 
 def test_every_hook_reaches_its_registry() -> None:
@@ -218,9 +227,25 @@ def test_every_hook_reaches_its_registry() -> None:
         (pm.embedders, "e"),
         (pm.retrievers, "r"),
         (pm.exporters, "x"),
+        (pm.runtimes, "g"),
     ):
         assert registry.get(name).name == name
         assert registry.owner(name) == "everything"
+
+
+def test_a_class_outside_the_contract_is_refused_and_reported() -> None:
+    class Wrong:
+        @hookimpl
+        def hwkit_register_trainers(self, register: Any) -> None:
+            register(type("NotATrainer", (), {"name": "nope"}))
+
+    pm = PluginManager(disabled={"*"})
+    pm.register_plugin(Wrong(), "wrong")
+    pm.collect()
+    assert "nope" not in pm.trainers
+    [failure] = pm.failures
+    assert failure.plugin == "wrong" and failure.stage == "hwkit_register_trainers"
+    assert "subclass of hwkit.trainer.Trainer" in failure.error and "NotATrainer" in failure.error
 
 
 def test_nameless_registration_is_a_reported_failure() -> None:

@@ -8,9 +8,9 @@ import json
 from pathlib import Path
 
 from hwkit.atomic import write_json_atomic
-from hwkit.plugins.trainers import checkpoints as ckpt
+from hwkit import checkpoints as ckpt
 from hwkit.plugins.trainers.metrics import truncate_metrics
-from hwkit.plugins.trainers.rundir import read_jsonl
+from hwkit.rundir import read_jsonl
 
 
 def _checkpoint(folder: Path, step: int, *, complete: bool) -> Path:

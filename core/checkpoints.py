@@ -1,4 +1,5 @@
-"""Checkpoints that are never picked up half-written, and their rotation.
+"""Checkpoints that are never picked up half-written, and their rotation: one scheme for
+every trainer.
 
 HF Trainer writes ``checkpoint-N`` in place. Once every file is on disk (and, in a
 multi-process run, after every rank has saved) a ``hwkit-complete.json`` marker is written
@@ -12,9 +13,12 @@ with ``torch.load(weights_only=True)``, and hwkit only resumes from the run's ow
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -70,3 +74,30 @@ def rotate(folder: Path, keep: int) -> None:
     done = checkpoints(folder)
     for old in done[: max(0, len(done) - keep)]:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def save_checkpoint(
+    folder: Path,
+    step: int,
+    write: Callable[[Path], None],
+    *,
+    keep: int,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """A checkpoint written by ``write(tmp_dir)`` in a temporary folder, marked complete and
+    renamed to ``checkpoint-STEP``; then older ones are rotated. For trainers that own their
+    loop (HF Trainer writes in place and is marked by a callback instead)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    final = folder / f"checkpoint-{step}"
+    tmp = Path(tempfile.mkdtemp(prefix=f".checkpoint-{step}-", dir=folder))
+    try:
+        write(tmp)
+        mark_complete(tmp, step=step, extra=extra)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    rotate(folder, keep)
+    return final

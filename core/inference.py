@@ -1,0 +1,114 @@
+"""The inference-runtime contract: what runs a model for generation on a device.
+
+A runtime (``transformers``, ``llama.cpp``, ``openvino`` or a plugin's own) loads a
+resolved model under a Plan on the planned Device and returns a :class:`Generator`. The
+server, ``hwkit chat``, evaluation samples and RAG all generate through one; none of
+them picks a device or a dtype: the plan does (see ``hwkit.jobs.load_generator``).
+
+Phases, and what each owns:
+
+* ``accepts(model)``: whether this runtime can load the model's format (an HF directory,
+  a GGUF file, an OpenVINO IR). Cheap: no weights are read.
+* ``load(model, plan, device)``: read the weights in the plan's dtype and quantisation
+  onto ``device``; everything it holds is released by ``Generator.close``.
+* ``Generator.prompt(messages, max_new_tokens)``: render the chat template, count tokens,
+  refuse a prompt that does not fit the context (UsageError).
+* ``Generator.stream(prompt, params)``: yield text pieces; when the iterator ends,
+  ``StreamResult`` holds the completion's token count and finish reason.
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+if TYPE_CHECKING:
+    from hwkit.device import Device
+    from hwkit.models import ModelFormat, ResolvedModel
+    from hwkit.plan import Plan
+
+Message = dict[str, str]
+FinishReason = Literal["stop", "length"]
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """Sampling settings for one request: greedy unless ``temperature`` is set."""
+
+    max_new_tokens: int = 128
+    temperature: float | None = None
+    top_p: float | None = None
+
+
+@dataclass
+class Prompt:
+    """A rendered prompt: the runtime's own token ids, and how many there are."""
+
+    ids: Any
+    prompt_tokens: int
+    max_new_tokens: int
+
+
+@dataclass
+class StreamResult:
+    """Filled while streaming: complete once the stream's iterator has ended."""
+
+    completion_tokens: int = 0
+    finish_reason: FinishReason = "stop"
+    error: BaseException | None = None
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: FinishReason
+
+
+class Generator(ABC):
+    """A loaded model that turns chat messages into text, on one device.
+
+    ``lock`` serialises requests on models that run one sequence at a time; a runtime that
+    batches concurrent sequences may leave it unused.
+    """
+
+    name: str  # the model's label
+    plan: Plan
+    device: Device
+    lock: threading.Lock
+
+    @abstractmethod
+    def prompt(self, messages: Sequence[Message], max_new_tokens: int) -> Prompt: ...
+
+    @abstractmethod
+    def stream(
+        self, prompt: Prompt, params: GenerationParams, result: StreamResult | None = None
+    ) -> Iterator[str]: ...
+
+    def generate(self, prompt: Prompt, params: GenerationParams) -> Completion:
+        """The whole reply at once (through ``stream``)."""
+        result = StreamResult()
+        text = "".join(self.stream(prompt, params, result))
+        return Completion(text, prompt.prompt_tokens, result.completion_tokens, result.finish_reason)
+
+    def close(self) -> None:  # noqa: B027 - runtimes without native handles have nothing to free
+        """Release the weights and any native handles."""
+
+
+class InferenceRuntime(ABC):
+    """Loads models of some formats and generates with them on a planned device."""
+
+    name: ClassVar[str]
+    formats: ClassVar[tuple[ModelFormat, ...]]
+
+    def accepts(self, model: ResolvedModel) -> bool:
+        return model.format in self.formats
+
+    @abstractmethod
+    def load(self, model: ResolvedModel, plan: Plan, device: Device) -> Generator:
+        """The model in the plan's dtype on ``device``; raises UnavailableError when the
+        library it needs is missing (with the extra to install)."""

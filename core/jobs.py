@@ -1,0 +1,218 @@
+"""The job flow, owned by the core: every job kind runs through here.
+
+``config -> Runtime -> allocator.plan(job) -> the planned Device -> plugin -> artefacts``
+
+* :func:`train` runs a registered Trainer's phases (resolve, prepare, job, fit) and keeps
+  the run directory: ``plan.json`` and ``config.toml`` before training, ``result.json``
+  after.
+* :func:`place` plans any job and hands back the plan with the device to run it on;
+  inference paths use it through :func:`load_embedder` and :func:`load_generator`.
+
+Plugins never pick a device, build a plugin manager or read ``HWKIT_PROFILE``: they are
+handed a plan and a device.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hwkit import atomic, rundir
+from hwkit.errors import UnavailableError, UsageError
+from hwkit.log import get_logger
+
+if TYPE_CHECKING:
+    from hwkit.allocator import Job
+    from hwkit.device import Device
+    from hwkit.embedder import Embedder
+    from hwkit.inference import Generator
+    from hwkit.plan import Plan
+    from hwkit.runtime import Runtime
+    from hwkit.trainer import Trainer, TrainResult
+
+log = get_logger("hwkit.jobs")
+
+
+@dataclass(frozen=True)
+class Placement:
+    """A plan and the device it runs on."""
+
+    plan: Plan
+    device: Device
+
+
+def world() -> tuple[int, int]:
+    """(rank, world size) from torchrun's environment; (0, 1) for a single process."""
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def _runtime(runtime: Runtime | None) -> Runtime:
+    if runtime is not None:
+        return runtime
+    from hwkit.runtime import current
+
+    return current()
+
+
+def place(
+    job: Job,
+    runtime: Runtime | None = None,
+    *,
+    device: str | None = None,
+    reserved: int | dict[str, int] | None = None,
+) -> Placement:
+    """Plan ``job`` (on ``device`` when given, else where the allocator ranks best) and
+    return the plan with its device; refuses a plan for hardware that is not here."""
+    from hwkit.allocator import plan as make_plan
+
+    rt = _runtime(runtime)
+    devices = [rt.device(device)] if device else None
+    chosen = make_plan(job, devices=devices, runtime=rt, reserved=reserved)
+    if not chosen.present:
+        raise UnavailableError(
+            f"the plan is for {chosen.device_name or chosen.device} (profile {chosen.profile}), "
+            "which is not in this machine",
+            hint="unset HWKIT_PROFILE / --profile to run on the hardware present",
+        )
+    return Placement(chosen, rt.device(chosen.device))
+
+
+# -- training -----------------------------------------------------------------------------------
+def train(
+    trainer: Trainer, config: Any, *, runtime: Runtime | None = None, resume: bool = False
+) -> TrainResult:
+    """Run a training job: resolve -> prepare -> plan -> device -> fit -> run directory."""
+    from hwkit import checkpoints
+
+    rt = _runtime(runtime)
+    rank, _ = world()
+    config = trainer.resolve(config, rt.active_profile.profile)
+    out = Path(config.output_dir).expanduser().absolute()
+    if (
+        not resume
+        and rank == 0
+        and checkpoints.checkpoints(out / rundir.CHECKPOINTS, complete_only=False)
+    ):
+        raise UsageError(
+            f"run directory {out} already holds checkpoints",
+            hint="pass --resume to continue it, or choose another output_dir",
+        )
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+    data = trainer.prepare(config, out, resume=resume)
+    placement = place(trainer.job(config, data), rt, device=config.device)
+    if rank == 0:
+        atomic.write_json_atomic(out / rundir.PLAN, placement.plan.model_dump(mode="json"))
+        rundir.write_toml_atomic(out / rundir.CONFIG, rundir.to_toml_dict(config))
+    log.info(
+        "train.start",
+        trainer=trainer.name,
+        run=str(out),
+        device=placement.device.id,
+        micro_batch=placement.plan.micro_batch,
+        grad_accum=placement.plan.grad_accum,
+        resume=resume,
+    )
+    result = trainer.fit(
+        data.train,
+        plan=placement.plan,
+        device=placement.device,
+        output_dir=out,
+        eval_data=data.eval,
+        resume=resume,
+    )
+    if rank == 0:
+        atomic.write_json_atomic(
+            out / rundir.RESULT,
+            {
+                "trainer": trainer.name,
+                "steps": result.steps,
+                "metrics": result.metrics,
+                "artifacts": {k: str(v) for k, v in result.artifacts.items()},
+            },
+        )
+    return result
+
+
+# -- inference ----------------------------------------------------------------------------------
+def load_embedder(
+    name: str = "torch",
+    model: str | os.PathLike[str] | None = None,
+    *,
+    runtime: Runtime | None = None,
+    device: str | None = None,
+    batch_size: int = 64,
+    max_length: int | None = None,
+    **options: Any,
+) -> Embedder:
+    """The embedder registered as ``name`` for ``model``, on the device its plan chose.
+
+    The plan is an ``embed`` job: ``batch_size`` texts at ``max_length`` tokens (the model's
+    limit when None) on a device that runs the embedder's runtime; the embedder gets the
+    plan (dtype, micro-batch) and the device.
+    """
+    from hwkit.allocator import Job, ModelSpec
+    from hwkit.models import resolve
+
+    rt = _runtime(runtime)
+    cls: Any = rt.plugins.embedders.get(name)
+    resolved = resolve(model, default=cls.default_model)
+    spec = ModelSpec.from_pretrained(resolved.path)
+    seq_len = min(max_length or spec.max_positions, spec.max_positions)
+    job = Job(
+        "embed",
+        spec,
+        seq_len=seq_len,
+        effective_batch=batch_size,
+        runtimes=(cls.runtime,),
+    )
+    placement = place(job, rt, device=device)
+    embedder: Embedder = cls(
+        model=resolved.path,
+        device=placement.device,
+        plan=placement.plan,
+        batch_size=batch_size,
+        max_length=max_length,
+        **options,
+    )
+    return embedder
+
+
+def load_generator(
+    model: str | os.PathLike[str],
+    *,
+    runtime: Runtime | None = None,
+    device: str | None = None,
+    context: int | None = None,
+    sequences: int = 1,
+    runtimes: tuple[str, ...] = (),
+    reserved: int | dict[str, int] | None = None,
+) -> Generator:
+    """A generator for ``model`` on the device and runtime its ``generate`` plan chose.
+
+    ``context`` is prompt plus new tokens per sequence (the model's limit when None),
+    ``sequences`` how many are decoded together; ``runtimes`` the acceptable runtimes in
+    order of preference (default: every registered runtime that loads the model's format).
+    """
+    from hwkit.allocator import Job, ModelSpec
+    from hwkit.models import resolve
+
+    rt = _runtime(runtime)
+    resolved = resolve(model)
+    names = runtimes or tuple(
+        name for name, cls in rt.plugins.runtimes.items() if cls().accepts(resolved)
+    )
+    if not names:
+        raise UnavailableError(
+            f"no inference runtime loads {resolved.format} models like {resolved.given}",
+            hint="hwkit plugins lists the runtimes installed",
+        )
+    spec = ModelSpec.from_pretrained(resolved.config_dir or resolved.path)
+    seq_len = min(context or spec.max_positions, spec.max_positions)
+    job = Job("generate", spec, seq_len=seq_len, effective_batch=sequences, runtimes=names)
+    placement = place(job, rt, device=device, reserved=reserved)
+    assert placement.plan.runtime is not None  # inference plans always name one
+    engine = rt.plugins.runtimes.get(placement.plan.runtime)()
+    return engine.load(resolved, placement.plan, placement.device)

@@ -1,0 +1,23 @@
+"""Inference runtimes: what runs a model for generation on a planned device.
+
+``transformers`` ships here (CUDA, XPU, CPU: the plan's dtype, attention and bitsandbytes
+quantisation); ``llama.cpp`` and ``openvino`` join it in the next step. The core picks one
+through the plan (``hwkit.jobs.load_generator``), by the formats it loads and the runtimes
+the device declares.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from hwkit.hookspecs import Register, hookimpl
+
+if TYPE_CHECKING:
+    from hwkit.inference import InferenceRuntime
+
+
+@hookimpl
+def hwkit_register_runtimes(register: Register[type[InferenceRuntime]]) -> None:
+    from hwkit.plugins.runtimes.transformers import TransformersRuntime
+
+    register(TransformersRuntime)
