@@ -86,7 +86,7 @@ def hwkit_estimate(cfg: Config) -> dict[str, int]:
 
     spec = ModelSpec.from_pretrained("smollm2-135m")
     job = Job(
-        cfg.kind,  # type: ignore[arg-type]
+        cfg.kind,
         spec,
         seq_len=cfg.seq_len,
         effective_batch=cfg.micro_batch,

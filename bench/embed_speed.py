@@ -83,10 +83,9 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from hwkit.plugins.embedders import default_model_path
+    from hwkit.jobs import load_embedder
+    from hwkit.models import resolve_model
     from hwkit.plugins.embedders.calibration import sample
-    from hwkit.plugins.embedders.openvino_embedder import OpenVINOEmbedder
-    from hwkit.plugins.embedders.torch_embedder import TorchEmbedder
     from hwkit.plugins.retrievers.documents import join_content, read_corpus
 
     texts = scifact_texts(args.data, args.docs)
@@ -96,22 +95,23 @@ def main() -> None:
     if "st" not in args.skip:
         from sentence_transformers import SentenceTransformer
 
-        st = SentenceTransformer(str(default_model_path()), device="cpu")
+        st = SentenceTransformer(str(resolve_model("all-minilm-l6-v2")), device="cpu")
         st.max_seq_length = args.max_length
         paths["sentence-transformers"] = lambda t: st.encode(
             t, batch_size=args.batch_size, normalize_embeddings=True, convert_to_numpy=True
         )
-    ours = TorchEmbedder(**common)
+    # Built by the core: each embedder on the device (and dtype) its embed plan chose.
+    ours = load_embedder("torch", **common)
     paths["hwkit torch"] = ours.embed
-    fp32 = OpenVINOEmbedder(**ov_common)
+    fp32 = load_embedder("openvino", **ov_common)
     paths["hwkit openvino fp32"] = fp32.embed
     if not {"int8", "int8-weights"} & set(args.skip):
-        weights = OpenVINOEmbedder(int8="weights", **ov_common)
+        weights = load_embedder("openvino", int8="weights", **ov_common)
         paths["hwkit openvino int8 weights"] = weights.embed
     if not {"int8", "int8-full"} & set(args.skip):
         docs, _ = read_corpus(args.data / "corpus.jsonl")
         calibration = [join_content(d.title, d.text) for d in sample(docs)]
-        full = OpenVINOEmbedder(int8="full", calibration_texts=calibration, **ov_common)
+        full = load_embedder("openvino", int8="full", calibration_texts=calibration, **ov_common)
         paths["hwkit openvino int8 full"] = full.embed
 
     results: dict[str, dict[str, Any]] = {}

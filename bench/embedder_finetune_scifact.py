@@ -43,8 +43,9 @@ def main() -> None:
         import torch
 
         torch.set_num_threads(args.threads)
-    from hwkit.plugins.trainers.embedder.trainer import EmbedderTrainConfig, EmbedderTrainer
-    from hwkit.runtime import Runtime
+    from hwkit.jobs import train
+    from hwkit.plugins.trainers.embedder import EmbedderTrainConfig, EmbedderTrainer
+    from hwkit.runtime import current
 
     config = EmbedderTrainConfig(
         model=args.model,
@@ -61,7 +62,7 @@ def main() -> None:
         checkpoint_every=args.checkpoint_every,
     )
     start = time.perf_counter()
-    result = EmbedderTrainer(config).run(config, runtime=Runtime.load(), resume=args.resume)
+    result = train(EmbedderTrainer(), config, runtime=current(), resume=args.resume)
     summary = {
         "model": str(result.artifacts["model"]),
         "steps": result.steps,

@@ -20,6 +20,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ os.environ.setdefault("HWKIT_LOG_LEVEL", "WARNING")
 
 import numpy as np
 
+from hwkit.errors import NotFoundError
 from hwkit.plugins.retrievers.beir import (
     evaluate_retriever,
     latency_summary,
@@ -38,7 +40,8 @@ from hwkit.plugins.retrievers.beir import (
 from hwkit.plugins.retrievers.bm25 import BM25Retriever, top_k
 from hwkit.plugins.retrievers.embedding import int8_options, make_embedder
 from hwkit.plugins.retrievers.hybrid import HybridRetriever
-from hwkit.retriever import Hit, Retriever
+from hwkit.retriever import Document, Hit, Retriever
+from hwkit.runtime import current
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -53,6 +56,7 @@ class PlainBM25s(Retriever):
 
         docs = list(docs)
         self.ids = [d.id for d in docs]
+        self.by_id = {d.id: d for d in docs}
         self.bm = bm25s.BM25()
         self.bm.index(
             bm25s.tokenize(
@@ -70,6 +74,12 @@ class PlainBM25s(Retriever):
             return []
         scores = self.bm.get_scores(known)
         return [Hit(self.ids[i], float(scores[i])) for i in top_k(scores, k, positive_only=True)]
+
+    def documents(self, ids: Sequence[str]) -> list[Document]:
+        missing = [i for i in ids if i not in self.by_id]
+        if missing:
+            raise NotFoundError(f"document {missing[0]!r} is not in the index")
+        return [self.by_id[i] for i in ids]
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -228,7 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     # As `hwkit index build --int8` does: full INT8 calibrates on a sample of the corpus.
     options = int8_options(args.int8, data.corpus) if args.int8 else {}
-    embedder = make_embedder(args.embedder, args.model, **options)
+    # Built by the core on this machine's runtime: the device and dtype its plan chose.
+    embedder = make_embedder(args.embedder, args.model, runtime=current(), **options)
 
     build: dict[str, float] = {}
     if args.index is not None and (args.index / "manifest.json").is_file():
@@ -251,9 +262,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.latency_only:
         print("build:", ", ".join(f"{k}={v:.1f}" for k, v in build.items()))
         print(f"embedder {embedder.name}, load avg {os.getloadavg()[0]:.1f}")
-        result = latency_only(hybrid, data, args.latency_only)
+        latency = latency_only(hybrid, data, args.latency_only)
         if args.json:
-            args.json.write_text(json.dumps(result, indent=2))
+            args.json.write_text(json.dumps(latency, indent=2))
         return 0
     if args.tune_only:
         best, table = tune_alpha(hybrid, args.data)
@@ -281,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     hybrid.fusion = "convex"
 
     if args.finetuned is not None:
-        ft_emb = make_embedder(args.embedder, args.finetuned, **options)
+        ft_emb = make_embedder(args.embedder, args.finetuned, runtime=current(), **options)
         t0 = time.perf_counter()
         ft = HybridRetriever(ft_emb, alpha=hybrid.alpha)
         ft.index(data.corpus)

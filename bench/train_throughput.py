@@ -42,11 +42,13 @@ def load_rows(n: int) -> list[dict[str, Any]]:
 
 
 def run_hwkit(rows: list[dict[str, Any]], seq_len: int, batch: int, out: Path) -> dict[str, Any]:
+    from hwkit.jobs import place
     from hwkit.plugins.trainers.config import SFTConfig
     from hwkit.plugins.trainers.sft import SFTTrainerPlugin
-    from hwkit.runtime import Runtime
+    from hwkit.runtime import current
+    from hwkit.trainer import TrainingData
 
-    runtime = Runtime.load()
+    runtime = current()
     config = SFTConfig(
         output_dir=out,
         max_seq_len=seq_len,
@@ -55,15 +57,12 @@ def run_hwkit(rows: list[dict[str, Any]], seq_len: int, batch: int, out: Path) -
         save_steps=10_000,
         lora_rank=8,
     )
+    # The job flow's phases, with the bench's own rows in place of ``prepare``.
+    config = SFTTrainerPlugin().resolve(config, runtime.active_profile.profile)
     trainer = SFTTrainerPlugin(config)
-    config = trainer.resolve(config, runtime)
-    trainer.config = config
-    from hwkit.models import resolve_model
-
-    model_dir = resolve_model(config.model)
-    the_plan = trainer.make_plan(config, model_dir, runtime, rows=len(rows))
-    device = runtime.device(the_plan.device)
-    result = trainer.fit(rows, plan=the_plan, device=device, output_dir=out)
+    placement = place(trainer.job(config, TrainingData(rows)), runtime, device=config.device)
+    the_plan = placement.plan
+    result = trainer.fit(rows, plan=the_plan, device=placement.device, output_dir=out)
     report = json.loads((out / "report.json").read_text())
     runtime_s = float(report["train"]["train_runtime"])
     return {
@@ -93,7 +92,7 @@ def run_plain_trl(
     model_dir = str(resolve_model("smollm2-135m-instruct"))
     counted = {"tokens": 0}
 
-    class Counting(SFTTrainer):  # type: ignore[misc]
+    class Counting(SFTTrainer):
         def training_step(self, model: Any, inputs: dict[str, Any], *args: Any) -> Any:
             mask = inputs.get("attention_mask")
             ids = inputs["input_ids"]

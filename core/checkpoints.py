@@ -13,16 +13,14 @@ with ``torch.load(weights_only=True)``, and hwkit only resumes from the run's ow
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from hwkit.atomic import write_json_atomic
+from hwkit.atomic import staged_dir, write_json_atomic
 from hwkit.log import get_logger
 
 log = get_logger(__name__)
@@ -87,17 +85,9 @@ def save_checkpoint(
     """A checkpoint written by ``write(tmp_dir)`` in a temporary folder, marked complete and
     renamed to ``checkpoint-STEP``; then older ones are rotated. For trainers that own their
     loop (HF Trainer writes in place and is marked by a callback instead)."""
-    folder.mkdir(parents=True, exist_ok=True)
     final = folder / f"checkpoint-{step}"
-    tmp = Path(tempfile.mkdtemp(prefix=f".checkpoint-{step}-", dir=folder))
-    try:
+    with staged_dir(final) as tmp:
         write(tmp)
         mark_complete(tmp, step=step, extra=extra)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     rotate(folder, keep)
     return final

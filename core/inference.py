@@ -93,7 +93,9 @@ class Generator(ABC):
         """The whole reply at once (through ``stream``)."""
         result = StreamResult()
         text = "".join(self.stream(prompt, params, result))
-        return Completion(text, prompt.prompt_tokens, result.completion_tokens, result.finish_reason)
+        return Completion(
+            text, prompt.prompt_tokens, result.completion_tokens, result.finish_reason
+        )
 
     def close(self) -> None:  # noqa: B027 - runtimes without native handles have nothing to free
         """Release the weights and any native handles."""

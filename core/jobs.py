@@ -21,12 +21,15 @@ from typing import TYPE_CHECKING, Any
 
 from hwkit import atomic, rundir
 from hwkit.errors import UnavailableError, UsageError
-from hwkit.log import get_logger
+from hwkit.log import get_logger, run_log
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from hwkit.allocator import Job
     from hwkit.device import Device
     from hwkit.embedder import Embedder
+    from hwkit.hardware_profile import HardwareProfile
     from hwkit.inference import Generator
     from hwkit.plan import Plan
     from hwkit.runtime import Runtime
@@ -101,8 +104,9 @@ def train(
         )
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
-    data = trainer.prepare(config, out, resume=resume)
-    placement = place(trainer.job(config, data), rt, device=config.device)
+    with run_log(out / rundir.LOG):
+        data = trainer.prepare(config, out, resume=resume)
+        placement = place(trainer.job(config, data), rt, device=config.device)
     if rank == 0:
         atomic.write_json_atomic(out / rundir.PLAN, placement.plan.model_dump(mode="json"))
         rundir.write_toml_atomic(out / rundir.CONFIG, rundir.to_toml_dict(config))
@@ -115,14 +119,15 @@ def train(
         grad_accum=placement.plan.grad_accum,
         resume=resume,
     )
-    result = trainer.fit(
-        data.train,
-        plan=placement.plan,
-        device=placement.device,
-        output_dir=out,
-        eval_data=data.eval,
-        resume=resume,
-    )
+    with run_log(out / rundir.LOG):
+        result = trainer.fit(
+            data.train,
+            plan=placement.plan,
+            device=placement.device,
+            output_dir=out,
+            eval_data=data.eval,
+            resume=resume,
+        )
     if rank == 0:
         atomic.write_json_atomic(
             out / rundir.RESULT,
@@ -189,12 +194,17 @@ def load_generator(
     sequences: int = 1,
     runtimes: tuple[str, ...] = (),
     reserved: int | dict[str, int] | None = None,
+    dtype: str | None = None,
+    before_load: Callable[[Plan], None] | None = None,
 ) -> Generator:
     """A generator for ``model`` on the device and runtime its ``generate`` plan chose.
 
     ``context`` is prompt plus new tokens per sequence (the model's limit when None),
     ``sequences`` how many are decoded together; ``runtimes`` the acceptable runtimes in
     order of preference (default: every registered runtime that loads the model's format).
+    ``dtype`` overrides the plan's dtype (the user's choice, recorded as the reason, the
+    estimate redone); ``before_load`` sees the plan before any weight is read (a server
+    makes room for it there, or refuses it).
     """
     from hwkit.allocator import Job, ModelSpec
     from hwkit.models import resolve
@@ -213,6 +223,36 @@ def load_generator(
     seq_len = min(context or spec.max_positions, spec.max_positions)
     job = Job("generate", spec, seq_len=seq_len, effective_batch=sequences, runtimes=names)
     placement = place(job, rt, device=device, reserved=reserved)
-    assert placement.plan.runtime is not None  # inference plans always name one
-    engine = rt.plugins.runtimes.get(placement.plan.runtime)()
-    return engine.load(resolved, placement.plan, placement.device)
+    chosen = placement.plan
+    if dtype is not None and dtype != chosen.dtype:
+        chosen = _with_dtype(chosen, job, dtype, rt.profile_for(placement.device))
+    assert chosen.runtime is not None  # inference plans always name one
+    if before_load is not None:
+        before_load(chosen)
+    engine = rt.plugins.runtimes.get(chosen.runtime)()
+    return engine.load(resolved, chosen, placement.device)
+
+
+def _with_dtype(chosen: Plan, job: Job, dtype: str, profile: HardwareProfile) -> Plan:
+    """``chosen`` computing in ``dtype`` as the user asked; refused when it no longer fits."""
+    from hwkit.allocator import Settings, estimate
+    from hwkit.allocator.memory import DTYPE_BYTES
+    from hwkit.errors import NoFitError
+
+    if dtype not in DTYPE_BYTES:
+        raise UsageError(f"dtype {dtype!r} unknown", hint=f"use one of {', '.join(DTYPE_BYTES)}")
+    attention = "sdpa" if dtype == "float32" and "flash" in chosen.attention else chosen.attention
+    settings = Settings(
+        dtype, chosen.quantization, chosen.micro_batch, False, attention, profile.memory.traits()
+    )
+    need = estimate(job, settings)
+    if need.total > chosen.budget:
+        raise NoFitError(
+            f"{chosen.model} in {dtype} needs {need.total / 1e9:.2f} GB on {chosen.device}, "
+            f"over its budget of {chosen.budget / 1e9:.2f} GB",
+            hint=f"leave the dtype to the plan ({chosen.dtype})",
+        )
+    reasons = dict(chosen.reasons, dtype=f"{dtype} as requested (the plan chose {chosen.dtype})")
+    return chosen.model_copy(
+        update={"dtype": dtype, "attention": attention, "estimate": need, "reasons": reasons}
+    )

@@ -215,8 +215,7 @@ def _from_path(given: str, path: Path) -> ResolvedModel:
             )
     if (path / "config.toml").is_file() or (path / "plan.json").is_file():
         raise NotFoundError(
-            f"run directory {str(path)!r} has no adapter ({ADAPTER_CONFIG}) and no "
-            "merged weights",
+            f"run directory {str(path)!r} has no adapter ({ADAPTER_CONFIG}) and no merged weights",
             hint="train with method = 'lora' or pass a model directory",
         )
     raise NotFoundError(

@@ -17,19 +17,19 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 from hwkit import hookspecs
-from hwkit.device import Backend
-from hwkit.embedder import Embedder
 from hwkit.errors import HwkitError
-from hwkit.exporter import Exporter
-from hwkit.inference import InferenceRuntime
 from hwkit.registry import Registry
-from hwkit.retriever import Retriever
-from hwkit.trainer import Trainer
 
 if TYPE_CHECKING:
     import typer
 
+    from hwkit.device import Backend
+    from hwkit.embedder import Embedder
+    from hwkit.exporter import Exporter
     from hwkit.hardware_profile import HardwareProfile
+    from hwkit.inference import InferenceRuntime
+    from hwkit.retriever import Retriever
+    from hwkit.trainer import Trainer
 
 ENTRY_POINT_GROUP = "hwkit"
 DISABLE_ENV = "HWKIT_DISABLE_PLUGINS"
@@ -48,15 +48,16 @@ HOOKS: dict[str, tuple[str, str]] = {
 # Hooks that register no named items: called with another argument (the CLI).
 COMMAND_HOOK = "hwkit_register_commands"
 
-# registry attribute -> the contract its classes must subclass (profiles are data)
-CONTRACTS: dict[str, type | None] = {
-    "backends": Backend,
+# registry attribute -> "module:class" of the contract its classes must subclass
+# (profiles are data); imported when plugins are collected, not when hwkit starts.
+CONTRACTS: dict[str, str | None] = {
+    "backends": "hwkit.device:Backend",
     "profiles": None,
-    "trainers": Trainer,
-    "embedders": Embedder,
-    "retrievers": Retriever,
-    "exporters": Exporter,
-    "runtimes": InferenceRuntime,
+    "trainers": "hwkit.trainer:Trainer",
+    "embedders": "hwkit.embedder:Embedder",
+    "retrievers": "hwkit.retriever:Retriever",
+    "exporters": "hwkit.exporter:Exporter",
+    "runtimes": "hwkit.inference:InferenceRuntime",
 }
 
 
@@ -96,23 +97,61 @@ def _describe(exc: BaseException) -> str:
 
 
 class PluginManager:
-    """Holds the pluggy manager and one registry per kind of plugin."""
+    """Holds the pluggy manager and one registry per kind of plugin.
+
+    The registries are filled on first use (``collect``): the command line imports the
+    plugins to learn their commands, and only a command that needs backends, profiles or
+    trainers pays for calling every register hook.
+    """
 
     def __init__(self, disabled: set[str] | None = None) -> None:
         self.pm = pluggy.PluginManager(hookspecs.PROJECT)
         self.pm.add_hookspecs(hookspecs)
         self.disabled = disabled_from_env() if disabled is None else set(disabled)
         self.plugins: list[PluginInfo] = []
-        self.failures: list[PluginFailure] = []
         self.skipped: list[PluginInfo] = []
-        self.backends: Registry[type[Backend]] = _registry("backends")
-        self.profiles: Registry[HardwareProfile] = _registry("profiles")
-        self.trainers: Registry[type[Trainer]] = _registry("trainers")
-        self.embedders: Registry[type[Embedder]] = _registry("embedders")
-        self.retrievers: Registry[type[Retriever]] = _registry("retrievers")
-        self.exporters: Registry[type[Exporter]] = _registry("exporters")
-        self.runtimes: Registry[type[InferenceRuntime]] = _registry("runtimes")
+        self._failures: list[PluginFailure] = []
+        self._registries: dict[str, Registry[Any]] = {}
         self._collected = False
+
+    # -- registries (collected on first use) --------------------------------------------------
+    def _get(self, attr: str) -> Registry[Any]:
+        self.ensure_collected()
+        return self._registries[attr]
+
+    @property
+    def backends(self) -> Registry[type[Backend]]:
+        return self._get("backends")
+
+    @property
+    def profiles(self) -> Registry[HardwareProfile]:
+        return self._get("profiles")
+
+    @property
+    def trainers(self) -> Registry[type[Trainer]]:
+        return self._get("trainers")
+
+    @property
+    def embedders(self) -> Registry[type[Embedder]]:
+        return self._get("embedders")
+
+    @property
+    def retrievers(self) -> Registry[type[Retriever]]:
+        return self._get("retrievers")
+
+    @property
+    def exporters(self) -> Registry[type[Exporter]]:
+        return self._get("exporters")
+
+    @property
+    def runtimes(self) -> Registry[type[InferenceRuntime]]:
+        return self._get("runtimes")
+
+    @property
+    def failures(self) -> list[PluginFailure]:
+        """Every failure: imports, registrations, register hooks and command hooks."""
+        self.ensure_collected()
+        return self._failures
 
     # -- loading -----------------------------------------------------------------------
     def _is_disabled(self, name: str, distribution: str | None) -> bool:
@@ -131,7 +170,7 @@ class PluginManager:
             dist = _dist_name(ep)
             info = PluginInfo(ep.name, ep.value, dist, _dist_version(ep))
             if ep.name in seen:
-                self.failures.append(
+                self._failures.append(
                     PluginFailure(ep.name, dist, "import", "another plugin already uses this name")
                 )
                 continue
@@ -144,7 +183,7 @@ class PluginManager:
             except BaseException as exc:
                 if isinstance(exc, KeyboardInterrupt):
                     raise
-                self.failures.append(PluginFailure(ep.name, dist, "import", _describe(exc)))
+                self._failures.append(PluginFailure(ep.name, dist, "import", _describe(exc)))
                 continue
             self.register_plugin(module, ep.name, distribution=dist, version=info.version)
         return self
@@ -161,7 +200,7 @@ class PluginManager:
         try:
             self.pm.register(plugin, name=name)
         except Exception as exc:
-            self.failures.append(PluginFailure(name, distribution, "register", _describe(exc)))
+            self._failures.append(PluginFailure(name, distribution, "register", _describe(exc)))
             return
         module = getattr(plugin, "__name__", type(plugin).__name__)
         self.plugins.append(PluginInfo(name, module, distribution, version))
@@ -170,20 +209,21 @@ class PluginManager:
     # -- collecting --------------------------------------------------------------------
     def collect(self) -> PluginManager:
         """Call each plugin's register hooks one plugin at a time, isolating failures."""
-        for registry_attr, _ in HOOKS.values():
-            setattr(self, registry_attr, _registry(registry_attr))
-        self.failures = [f for f in self.failures if f.stage in ("import", "register")]
+        self._registries = {attr: _registry(attr) for attr, _ in HOOKS.values()}
+        self._failures = [
+            f for f in self._failures if f.stage in ("import", "register", COMMAND_HOOK)
+        ]
         order = {info.name: i for i, info in enumerate(self.plugins)}
         dists = {info.name: info.distribution for info in self.plugins}
         for hook_name, (registry_attr, _what) in HOOKS.items():
-            registry: Registry[Any] = getattr(self, registry_attr)
+            registry = self._registries[registry_attr]
             for impl in self._impls(hook_name, order):
                 owner = impl.plugin_name
                 register = self._registrar(registry, owner, dists.get(owner), hook_name)
                 try:
                     impl.function(register)
                 except Exception as exc:
-                    self.failures.append(
+                    self._failures.append(
                         PluginFailure(owner, dists.get(owner), hook_name, _describe(exc))
                     )
         self._collected = True
@@ -203,7 +243,7 @@ class PluginManager:
             try:
                 impl.function(cli)
             except Exception as exc:
-                self.failures.append(
+                self._failures.append(
                     PluginFailure(owner, dists.get(owner), COMMAND_HOOK, _describe(exc))
                 )
 
@@ -218,7 +258,7 @@ class PluginManager:
                     try:
                         item = load_profile(Path(item))
                     except HwkitError as exc:  # one bad file must not hide the others
-                        self.failures.append(PluginFailure(owner, dist, hook_name, exc.one_line()))
+                        self._failures.append(PluginFailure(owner, dist, hook_name, exc.one_line()))
                         return
             key = name or getattr(item, "name", None)
             if not isinstance(key, str) or not key:
@@ -226,7 +266,7 @@ class PluginManager:
             try:
                 registry.add(key, item, owner)
             except (ValueError, TypeError) as exc:
-                self.failures.append(PluginFailure(owner, dist, hook_name, str(exc)))
+                self._failures.append(PluginFailure(owner, dist, hook_name, str(exc)))
 
         return register
 
@@ -237,8 +277,15 @@ class PluginManager:
 
 
 def _registry(attr: str) -> Registry[Any]:
+    import importlib
+
     what = {v[0]: v[1] for v in HOOKS.values()}[attr]
-    return Registry(what, CONTRACTS[attr])
+    contract = CONTRACTS[attr]
+    base = None
+    if contract is not None:
+        module, _, name = contract.partition(":")
+        base = getattr(importlib.import_module(module), name)
+    return Registry(what, base)
 
 
 def _dist_name(ep: metadata.EntryPoint) -> str | None:

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
-
-from pydantic import BaseModel
+from typing import TYPE_CHECKING, Any
 
 from hwkit.atomic import write_text_atomic
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
 PLAN = "plan.json"
 CONFIG = "config.toml"

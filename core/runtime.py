@@ -12,19 +12,16 @@ import os
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import psutil
-
-from hwkit.device import Backend, Device
 from hwkit.errors import UnknownNameError
-from hwkit.hardware_profile import (
-    PROFILE_ENV,
-    ActiveProfile,
-    HardwareProfile,
-    profile_for,
-    select_profile,
-)
 from hwkit.plugin_manager import PluginManager, load_plugins
+
+if TYPE_CHECKING:
+    from hwkit.device import Backend, Device
+    from hwkit.hardware_profile import ActiveProfile, HardwareProfile
+
+PROFILE_ENV = "HWKIT_PROFILE"  # hwkit.hardware_profile's, without importing pydantic here
 
 
 @dataclass
@@ -54,9 +51,7 @@ class Runtime:
         if not profile:
             return self
         env = {**(os.environ if self.env is None else self.env), PROFILE_ENV: profile}
-        return Runtime(
-            self.plugins, env, self._backends, self._attached, self.registered_hardware
-        )
+        return Runtime(self.plugins, env, self._backends, self._attached, self.registered_hardware)
 
     # -- devices ------------------------------------------------------------------------------
     def backend(self, name: str) -> Backend:
@@ -95,13 +90,19 @@ class Runtime:
     # -- profiles -----------------------------------------------------------------------------
     @functools.cached_property
     def active_profile(self) -> ActiveProfile:
+        from hwkit.hardware_profile import select_profile
+
         return select_profile(self.plugins.profiles, self.devices(), self.env, host_memory_total())
 
     def profile_for(self, device: Device) -> HardwareProfile:
+        from hwkit.hardware_profile import profile_for
+
         return profile_for(device, self.plugins.profiles)
 
 
 def host_memory_total() -> int:
+    import psutil
+
     return int(psutil.virtual_memory().total)
 
 

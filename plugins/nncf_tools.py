@@ -9,18 +9,12 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
-from hwkit.errors import UnavailableError
+from hwkit.extras import require
 
 
 def import_nncf() -> Any:
     """``nncf``, or a one-line error naming the extra that installs it."""
-    try:
-        import nncf
-    except ImportError as exc:
-        raise UnavailableError(
-            "int8 needs NNCF, which is not installed", hint="pip install 'hwkit[nncf]'"
-        ) from exc
-    return nncf
+    return require("nncf", purpose="int8")
 
 
 @contextlib.contextmanager

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.example_backend import activate
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("HWKIT_SHARED_DATA", REPO.parent / "shared" / "data"))
 
@@ -18,6 +20,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # Converted models and OpenVINO IR go to a cache inside the checkout (ignored by git), never
 # into the developer's own ~/.cache/hwkit.
 os.environ.setdefault("HWKIT_CACHE_DIR", str(REPO / ".cache" / "hwkit-test"))
+# The example third-party backend, as an installed plugin for the tests only.
+activate()
 
 
 @pytest.fixture(scope="session")

@@ -223,7 +223,7 @@ class MemoryGuard:
             if p.grad is None:
                 out.append(None)
             elif self.snapshot_to_host:
-                out.append(p.grad.detach().to("cpu", copy=True))
+                out.append(p.grad.detach().cpu().clone())
             else:
                 out.append(p.grad.detach().clone())
         return out

@@ -9,7 +9,7 @@ exist together). Two factors were calibrated on measured CPU runs of SmolLM2-135
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from hwkit.allocator.job import Job
 from hwkit.allocator.spec import ModelSpec
@@ -39,7 +39,7 @@ class Settings:
     micro_batch: int
     gradient_checkpointing: bool
     attention: str = "sdpa"
-    traits: MemoryTraits = MemoryTraits()
+    traits: MemoryTraits = field(default_factory=MemoryTraits)
 
 
 def _act_elems_per_token_layer(spec: ModelSpec, lora_rank: int | None) -> int:

@@ -83,10 +83,13 @@ def attention(job: Job, target: Target, dtype: str) -> tuple[str, str]:
 
 def choose_runtime(job: Job, target: Target) -> tuple[str | None, str]:
     """The inference runtime for ``job`` on this device: the first of the job's acceptable
-    runtimes the device runs; None for training (trainers run on torch)."""
+    runtimes the device runs (any job that names none: the device's first); None for
+    training (trainers run on torch)."""
     if job.kind not in INFERENCE_KINDS:
         return None, ""
     runs = target.device.capabilities.runtimes
+    if not job.runtimes and runs:
+        return runs[0], f"{runs[0]}: the first runtime {target.device.id} declares"
     wanted = job.runtimes or ("transformers",)
     for name in wanted:
         if name in runs:
@@ -96,9 +99,7 @@ def choose_runtime(job: Job, target: Target) -> tuple[str | None, str]:
     )
 
 
-def pick_checkpointing(
-    job: Job, found: dict[bool, tuple[Settings, int]]
-) -> tuple[Settings, str]:
+def pick_checkpointing(job: Job, found: dict[bool, tuple[Settings, int]]) -> tuple[Settings, str]:
     """Among the fits with and without checkpointing, the one that trains fastest."""
     if job.gradient_checkpointing is not None:
         settings = found[job.gradient_checkpointing][0]

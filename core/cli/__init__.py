@@ -13,6 +13,7 @@ and openvino are imported inside the commands that need them, so ``hwkit --help`
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 import typer
@@ -51,12 +52,12 @@ def _root(
 
 def _build() -> None:
     """Core commands, then each plugin's, from the process's one plugin manager."""
-    from hwkit.plugin_manager import load_plugins
+    from hwkit.plugin_manager import PluginManager
     from hwkit.runtime import Runtime, set_current
 
     for name in CORE_COMMANDS:
         importlib.import_module(name).register(app)
-    plugins = load_plugins()
+    plugins = PluginManager().load_entry_points()  # registries fill on first use
     plugins.add_commands(app)
     set_current(Runtime(plugins))
 
@@ -64,8 +65,20 @@ def _build() -> None:
 _build()
 
 
+def _quiet_libraries() -> None:
+    """On a terminal, library chatter (warnings, transformers' advisories) goes to the log,
+    not between the lines a person reads; ``-v`` or a non-terminal keeps everything."""
+    from hwkit import log
+
+    log.capture_warnings()
+    if sys.stderr.isatty() and not {"-v", "--verbose"} & set(sys.argv[1:]):
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+
+
 def main() -> None:
     """Entry point: hwkit errors become one line on stderr and a documented exit code."""
+    _quiet_libraries()
     try:
         result = app(standalone_mode=False)
         # click returns the code of a typer.Exit here instead of raising it

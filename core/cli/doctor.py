@@ -16,9 +16,9 @@ def _gb(value: int | None) -> str:
 
 def collect(env: dict[str, str] | None = None) -> dict[str, Any]:
     """Everything doctor reports, as plain data (the ``--json`` output)."""
-    from hwkit.runtime import Runtime
+    from hwkit.runtime import Runtime, current
 
-    runtime = Runtime.load(env=env)
+    runtime = current() if env is None else Runtime(current().plugins, env)
     pm = runtime.plugins
     backends = []
     for name in pm.backends.names():

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from hwkit.allocator.job import Quantization
     from hwkit.plan import JobKind, Plan
 
-KINDS = ("sft", "dpo", "full", "embed", "generate", "embedder-train")
+KINDS = ("sft", "dpo", "full", "embed", "generate", "rerank", "embedder-train")
 
 
 def _gb(n: int) -> str:
@@ -102,7 +102,7 @@ def plan_command(
     """Plan a job: device, dtype, quantization, micro-batch x accumulation, checkpointing."""
     from hwkit.allocator import Job, ModelSpec, plan
     from hwkit.errors import UsageError
-    from hwkit.runtime import Runtime
+    from hwkit.runtime import current
 
     if kind not in KINDS:
         raise UsageError(f"job kind {kind!r} unknown", hint="use one of " + ", ".join(KINDS))
@@ -117,7 +117,7 @@ def plan_command(
         gradient_checkpointing=checkpointing,
         micro_batch=micro_batch,
     )
-    runtime = Runtime.load()
+    runtime = current()
     devices = [runtime.device(device)] if device else None
     result = plan(job, devices=devices, runtime=runtime, profile=profile)
     if as_json:

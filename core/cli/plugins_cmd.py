@@ -12,9 +12,10 @@ def plugins(
     json_output: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """List plugins, the names each registered, load errors and disabled plugins."""
-    from hwkit.plugin_manager import HOOKS, load_plugins
+    from hwkit.plugin_manager import HOOKS
+    from hwkit.runtime import current
 
-    pm = load_plugins()
+    pm = current().plugins
     registered: dict[str, list[str]] = {p.name: [] for p in pm.plugins}
     for registry_attr, what in HOOKS.values():
         registry = getattr(pm, registry_attr)

@@ -85,9 +85,9 @@ def list_profiles(
     json_output: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """List every registered profile and whether its hardware is present here."""
-    from hwkit.runtime import Runtime, host_memory_total
+    from hwkit.runtime import current, host_memory_total
 
-    runtime = Runtime.load()
+    runtime = current()
     registry = runtime.plugins.profiles
     present = _present_names(runtime)
     active, active_error = _active_name(runtime)
@@ -145,9 +145,9 @@ def show_profile(
     json_output: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Show one profile: every field, each figure with its source, and whether it is here."""
-    from hwkit.runtime import Runtime, host_memory_total
+    from hwkit.runtime import current, host_memory_total
 
-    runtime = Runtime.load()
+    runtime = current()
     profile, owner = _load_named(runtime, name)
     if owner is None:  # a file: say which detected devices it would match
         devices = [d.id for d in runtime.devices() if profile.matches(d)]

@@ -11,17 +11,15 @@ from typing import Any
 
 import pytest
 
-from hwkit.plugin_manager import PluginManager, load_plugins
+from hwkit.plugin_manager import PluginManager
 from hwkit.testing.mock import MockDevice
-
-_manager: PluginManager | None = None
 
 
 def _plugins() -> PluginManager:
-    global _manager
-    if _manager is None:
-        _manager = load_plugins()
-    return _manager
+    """The process's plugin manager (loaded once, shared with the code under test)."""
+    from hwkit.runtime import current
+
+    return current().plugins
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

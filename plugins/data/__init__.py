@@ -8,17 +8,38 @@ filters that use them. The plugin brings the ``hwkit data`` commands.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from hwkit.errors import EXIT_NOT_READY
 from hwkit.hookspecs import hookimpl
-from hwkit.plugins.data.config import ColumnMapping, DataConfig, ReadinessThresholds
-from hwkit.plugins.data.prepare import PreparedData, prepare
-from hwkit.plugins.data.readiness import ReadinessReport
-from hwkit.plugins.data.sources import mask_url
 
 if TYPE_CHECKING:
     import typer
+
+    from hwkit.plugins.data.config import ColumnMapping, DataConfig, ReadinessThresholds
+    from hwkit.plugins.data.pipeline import PreparedData, prepare
+    from hwkit.plugins.data.readiness import ReadinessReport
+    from hwkit.plugins.data.sources import mask_url
+
+# Loaded on first use (PEP 562): the plugin is imported at every `hwkit` start for its
+# commands, and pydantic models and numpy filters are not needed for that.
+_LAZY = {
+    "ColumnMapping": "config",
+    "DataConfig": "config",
+    "ReadinessThresholds": "config",
+    "PreparedData": "pipeline",
+    "prepare": "pipeline",
+    "ReadinessReport": "readiness",
+    "mask_url": "sources",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "EXIT_NOT_READY",

@@ -10,61 +10,19 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import typer
 
+from hwkit.plugins.data.cli_options import DataOptions, with_data_options
+
 if TYPE_CHECKING:
-    from hwkit.plugins.data import DataConfig, ReadinessReport
+    from hwkit.plugins.data import ReadinessReport
 
 CONFIG_HELP = (
-    "a TOML config (its [data] table or the whole file), or a source: rows.jsonl, "
+    "a TOML config (its \\[data] table or the whole file), or a source: rows.jsonl, "
     "rows.csv, sqlite:///file.db, postgresql://user@host/db, hf:LOCAL_DIR"
 )
-
-
-def _config(target: str, overrides: dict[str, Any]) -> DataConfig:
-    from hwkit.plugins.data import DataConfig
-
-    overrides = {k: v for k, v in overrides.items() if v is not None and v != {}}
-    if target.lower().endswith(".toml"):
-        return DataConfig.from_toml(Path(target), overrides=overrides)
-    return DataConfig.validated({"source": target, **overrides}, where="command line")
-
-
-def _overrides(
-    query: str | None,
-    kind: str | None,
-    system_prompt: str | None,
-    template: str | None,
-    feedback: str | None,
-    dedupe: str | None,
-    min_confidence: float | None,
-    validation_fraction: float | None,
-    seed: int | None,
-    min_answers: int | None,
-    min_words: float | None,
-    min_categories: int | None,
-    min_total_words: int | None,
-) -> dict[str, Any]:
-    thresholds = {
-        "min_answers": min_answers,
-        "min_words_per_answer": min_words,
-        "min_categories": min_categories,
-        "min_total_words": min_total_words,
-    }
-    return {
-        "query": query,
-        "kind": kind,
-        "system_prompt": system_prompt,
-        "template": template,
-        "feedback": feedback,
-        "dedupe": dedupe,
-        "min_confidence": min_confidence,
-        "validation_fraction": validation_fraction,
-        "seed": seed,
-        "thresholds": {k: v for k, v in thresholds.items() if v is not None},
-    }
 
 
 def _print_report(report: ReadinessReport, extra: dict[str, str] | None = None) -> None:
@@ -106,21 +64,6 @@ def _print_report(report: ReadinessReport, extra: dict[str, str] | None = None) 
     console.print(f"[{style}]{report.summary()}[/{style}]")
 
 
-KIND = typer.Option(None, "--kind", help="sft or preference (default sft).")
-QUERY = typer.Option(None, "--query", "-q", help="SQL query for a database source.")
-SYSTEM = typer.Option(None, "--system-prompt", help="System/persona message for every row.")
-TEMPLATE = typer.Option(None, "--template", help="User turn with {column} placeholders.")
-FEEDBACK = typer.Option(
-    None, "--feedback", help="auto, pairs, thumbs, ab, correction or rating (preference)."
-)
-DEDUPE = typer.Option(None, "--dedupe", help="exact (default), near or none.")
-MIN_CONF = typer.Option(None, "--min-confidence", help="Reject rows below this confidence.")
-VAL = typer.Option(None, "--validation-fraction", help="Share held out (default 0.1).")
-SEED = typer.Option(None, "--seed", help="Split seed (default 42).")
-MIN_ANS = typer.Option(None, "--min-answers", help="Minimum answers (default 20).")
-MIN_WORDS = typer.Option(None, "--min-words-per-answer", help="Minimum mean words (default 30).")
-MIN_CATS = typer.Option(None, "--min-categories", help="Minimum categories (default 3).")
-MIN_TOTAL = typer.Option(None, "--min-total-words", help="Minimum total words (default 1000).")
 JSON_OUT = typer.Option(False, "--json", help="Print the report as JSON.")
 
 
@@ -130,44 +73,17 @@ def register(app: typer.Typer) -> None:
     )
 
     @data_app.command("check")
+    @with_data_options(split=False)
     def check(
         target: str = typer.Argument(..., metavar="CONFIG_OR_SOURCE", help=CONFIG_HELP),
-        query: str | None = QUERY,
-        kind: str | None = KIND,
-        system_prompt: str | None = SYSTEM,
-        template: str | None = TEMPLATE,
-        feedback: str | None = FEEDBACK,
-        dedupe: str | None = DEDUPE,
-        min_confidence: float | None = MIN_CONF,
-        min_answers: int | None = MIN_ANS,
-        min_words: float | None = MIN_WORDS,
-        min_categories: int | None = MIN_CATS,
-        min_total_words: int | None = MIN_TOTAL,
+        options: DataOptions = DataOptions(),
         rejects: Path | None = typer.Option(None, "--rejects", help="Write rejects here."),
         as_json: bool = JSON_OUT,
     ) -> None:
         """Readiness report: rows, words per answer, categories, minimums. Exit 7 if not ready."""
         from hwkit.plugins.data import EXIT_NOT_READY, prepare
 
-        cfg = _config(
-            target,
-            _overrides(
-                query,
-                kind,
-                system_prompt,
-                template,
-                feedback,
-                dedupe,
-                min_confidence,
-                None,
-                None,
-                min_answers,
-                min_words,
-                min_categories,
-                min_total_words,
-            ),
-        )
-        data = prepare(cfg, rejects_path=rejects)
+        data = prepare(options.config(target), rejects_path=rejects)
         if as_json:
             out = data.report.to_json_dict()
             out["rejects_path"] = str(data.rejects_path) if data.rejects_path else None
@@ -179,6 +95,7 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(EXIT_NOT_READY)
 
     @data_app.command("prepare")
+    @with_data_options(split=True)
     def prepare_cmd(
         target: str = typer.Argument(..., metavar="CONFIG_OR_SOURCE", help=CONFIG_HELP),
         out: Path = typer.Option(
@@ -187,19 +104,7 @@ def register(app: typer.Typer) -> None:
             "-o",
             help="Folder for train.jsonl, validation.jsonl, rejects.jsonl and report.json.",
         ),
-        query: str | None = QUERY,
-        kind: str | None = KIND,
-        system_prompt: str | None = SYSTEM,
-        template: str | None = TEMPLATE,
-        feedback: str | None = FEEDBACK,
-        dedupe: str | None = DEDUPE,
-        min_confidence: float | None = MIN_CONF,
-        validation_fraction: float | None = VAL,
-        seed: int | None = SEED,
-        min_answers: int | None = MIN_ANS,
-        min_words: float | None = MIN_WORDS,
-        min_categories: int | None = MIN_CATS,
-        min_total_words: int | None = MIN_TOTAL,
+        options: DataOptions = DataOptions(),
         require_ready: bool = typer.Option(
             False, "--require-ready", help="Exit 7 when a minimum is not met."
         ),
@@ -208,25 +113,7 @@ def register(app: typer.Typer) -> None:
         """Write the prepared data set (each file atomically) and print its report."""
         from hwkit.plugins.data import EXIT_NOT_READY, prepare
 
-        cfg = _config(
-            target,
-            _overrides(
-                query,
-                kind,
-                system_prompt,
-                template,
-                feedback,
-                dedupe,
-                min_confidence,
-                validation_fraction,
-                seed,
-                min_answers,
-                min_words,
-                min_categories,
-                min_total_words,
-            ),
-        )
-        data = prepare(cfg)
+        data = prepare(options.config(target))
         paths = data.write(out)
         if as_json:
             report = data.report.to_json_dict()

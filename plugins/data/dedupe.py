@@ -10,6 +10,7 @@ import hashlib
 
 import numpy as np
 
+from hwkit.extras import require
 from hwkit.plugins.data.example import Example, normalise
 from hwkit.plugins.data.records import Ledger
 
@@ -72,7 +73,8 @@ def exact(examples: list[Example], ledger: Ledger) -> list[Example]:
 
 def near(examples: list[Example], ledger: Ledger, threshold: float) -> list[Example]:
     """Exact pass first (cheap), then MinHash LSH for the near ones."""
-    from datasketch import MinHash, MinHashLSH
+    datasketch = require("datasketch", purpose="dedupe = 'near'")
+    MinHash, MinHashLSH = datasketch.MinHash, datasketch.MinHashLSH
 
     examples = exact(examples, ledger)
     # LSH at a slightly lower threshold finds the candidates; the true Jaccard decides.

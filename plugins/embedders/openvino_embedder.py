@@ -1,31 +1,30 @@
-"""The OpenVINO embedder: the torch encoder converted once to IR, compiled for CPU, GPU or NPU.
+"""The OpenVINO embedder: the converted IR compiled for the planned CPU, GPU or NPU.
 
-Pooling and normalisation are part of the converted graph, so the compiled model returns
-sentence vectors. Corpora run under the THROUGHPUT hint through a queue of async infer requests;
-queries under the LATENCY hint. An NPU compiles static shapes only: the model is reshaped
-to ``(batch_size, max_length)`` and every batch is padded to it.
+Pooling and normalisation are part of the converted graph (:mod:`.openvino_convert`), so
+the compiled model returns sentence vectors. Corpora run under the THROUGHPUT hint through
+a queue of async infer requests; queries under the LATENCY hint. An NPU compiles static
+shapes only: the model is reshaped to ``(batch_size, max_length)`` and every batch is
+padded to it.
 
-INT8 comes in two modes (``int8=``): ``"weights"`` (also ``True``) compresses the weights
-with ``nncf.compress_weights`` and keeps activations float; ``"full"`` is post-training
-static quantisation with ``nncf.quantize`` (weights and activations INT8), calibrated on
-texts (see :mod:`hwkit.plugins.embedders.calibration`).
+The class declares ``runtime = "openvino"``, so the core plans it only on devices whose
+capabilities list the OpenVINO runtime; the hwkit device it is handed is mapped to an
+OpenVINO device name by its kind.
 """
 
 from __future__ import annotations
 
 import os
-import time
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from hwkit.embedder import Embedder, TextKind
+from hwkit.embedder import TextKind
 from hwkit.errors import UnavailableError, UsageError
 from hwkit.log import get_logger
 from hwkit.plugins.embedders import calibration, ir_cache
+from hwkit.plugins.embedders.base import ModelEmbedder
 from hwkit.plugins.embedders.batching import (
     Encoded,
     length_sorted_batches,
@@ -34,92 +33,48 @@ from hwkit.plugins.embedders.batching import (
     report_truncation,
     tokenize,
 )
-from hwkit.plugins.embedders.model_config import read_model_config, resolve_model_path
-from hwkit.plugins.embedders.torch_embedder import PrefixMixin, effective_max_length
-from hwkit.plugins.nncf_tools import compress_int8_weights, import_nncf, quiet_nncf
+from hwkit.plugins.embedders.openvino_convert import Int8Mode, IRConverter, int8_mode
 
 if TYPE_CHECKING:
     from hwkit.device import Device
+    from hwkit.plan import Plan
 
 log = get_logger(__name__)
 
-OUTPUT_NAME = "sentence_embedding"
 # hwkit device kind -> OpenVINO device name
 OV_DEVICE_NAMES = {"cpu": "CPU", "xpu": "GPU", "gpu": "GPU", "npu": "NPU"}
 STATIC_ONLY = ("NPU",)
-
-Int8Mode = Literal["weights", "full"]
-INT8_MODES: tuple[Int8Mode, ...] = ("weights", "full")
-# What nncf.quantize is asked for in "full" mode; part of the IR cache key, so changing it
-# re-quantises. Measured on all-MiniLM-L6-v2 / SciFact (cosine to FP32 on 200 abstracts,
-# min/mean; table in docs/embedders.md):
-# - MIXED preset (symmetric weights, asymmetric activations): NNCF's transformer default.
-# - SmoothQuant at NNCF's default MatMul alpha 0.95 (0.9895/0.9947); off: 0.9893/0.9936,
-#   alpha 0.5: 0.9345/0.9618. Fast bias correction beat the slow one (0.9872/0.9916).
-# - ScaledDotProductAttention inputs stay float: same accuracy, and quantising Q/K splits the
-#   CPU plugin's fused attention kernel into MatMul/Softmax nodes (1.0 s vs 0.6 s per 32x256
-#   batch), while every Linear layer (where the FLOPs are) still runs INT8.
-# SciFact nDCG@10: 0.6460 full INT8 (corpus-calibrated) vs 0.6451 FP32.
-FULL_INT8_RECIPE: dict[str, Any] = {
-    "preset": "mixed",
-    "smooth_quant_matmul_alpha": 0.95,
-    "fast_bias_correction": True,
-    "ignored_types": ["ScaledDotProductAttention"],
-}
+# plan dtype -> OpenVINO INFERENCE_PRECISION_HINT (CPU and GPU; an NPU picks its own)
+PRECISION_HINTS = {"float32": "f32", "bfloat16": "bf16", "float16": "f16"}
 
 
-def openvino_device_name(device: Device | str | None) -> str:
-    """``"CPU"``, ``"GPU.1"``, ``"NPU"`` from a hwkit Device or an OpenVINO device string."""
-    if device is None:
-        return "CPU"
-    if isinstance(device, str):
-        base, _, index = device.partition(".")
-        name = OV_DEVICE_NAMES.get(base.lower(), base.upper())
-        return f"{name}.{index}" if index else name
+def openvino_device_name(device: Device) -> str:
+    """``"CPU"``, ``"GPU.1"``, ``"NPU"`` for a hwkit Device, by its kind."""
     kind = OV_DEVICE_NAMES.get(device.kind)
     if kind is None:
         raise UsageError(
             f"OpenVINO cannot run on {device.id} ({device.kind})",
-            hint="use the torch embedder for this device, or device='CPU'|'GPU'|'NPU'",
+            hint="use the torch embedder for this device",
         )
     return f"{kind}.{device.index}" if kind == "GPU" and device.index else kind
 
 
-def int8_mode(int8: bool | str | None) -> Int8Mode | None:
-    """``int8=`` normalised: None (FP32), ``"weights"`` (also ``True``) or ``"full"``.
-
-    ``True`` keeps meaning weight-only compression, as before ``"full"`` existed: existing
-    callers keep their numerics (cosine >= 0.999 to FP32) and their cached IRs, and need no
-    calibration texts. Full INT8 is asked for by name.
-    """
-    if int8 is None or int8 is False:
-        return None
-    if int8 is True:
-        return "weights"
-    if isinstance(int8, str) and int8.lower() in INT8_MODES:
-        return "weights" if int8.lower() == "weights" else "full"
-    raise UsageError(
-        f"int8 must be False, True, 'weights' or 'full', got {int8!r}",
-        hint="'weights': INT8 weights, float activations; 'full': weights and activations INT8",
-    )
-
-
-class OpenVINOEmbedder(PrefixMixin, Embedder):
+class OpenVINOEmbedder(ModelEmbedder):
     """Embeds with an OpenVINO-compiled copy of the model (FP32, INT8 weights, or full INT8)."""
 
     name = "openvino"
-    # How many IR conversions this process made (tests check that a cache hit converts nothing).
-    conversions = 0
+    runtime = "openvino"
 
     def __init__(
         self,
         model: str | os.PathLike[str] | None = None,
-        device: Device | str | None = "CPU",
-        int8: bool | Int8Mode = False,
-        cache_dir: str | os.PathLike[str] | None = None,
+        *,
+        device: Device | None = None,
+        plan: Plan | None = None,
         batch_size: int = 64,
         max_length: int | None = None,
-        *,
+        int8: bool | Int8Mode = False,
+        cache_dir: str | os.PathLike[str] | None = None,
         static_shape: bool | None = None,
         num_threads: int | None = None,
         inference_precision: str | None = None,
@@ -132,61 +87,62 @@ class OpenVINOEmbedder(PrefixMixin, Embedder):
         ``"full"`` (weights and activations INT8, calibrated on ``calibration_texts``: a
         sample of the corpus to embed, at most 300 are used; None means hwkit's bundled
         English texts). Calibration texts are ignored unless ``int8="full"``.
+        ``inference_precision`` overrides the precision the plan's dtype asks for.
         """
         import openvino as ov
-        from transformers import AutoConfig, AutoTokenizer
 
-        if batch_size < 1:
-            raise UsageError(f"batch_size must be >= 1, got {batch_size}")
-        self.model_path: Path = resolve_model_path(model)
-        self.config = read_model_config(self.model_path)
-        self.device_name = openvino_device_name(device)
+        super().__init__(
+            model,
+            device=device,
+            plan=plan,
+            batch_size=batch_size,
+            max_length=max_length,
+            query_prefix=query_prefix,
+            document_prefix=document_prefix,
+            show_progress=show_progress,
+        )
+        self.device_name = openvino_device_name(self.device)
         self.core = ov.Core()
         available = self.core.available_devices
         if not any(d == self.device_name or d.split(".")[0] == self.device_name for d in available):
             raise UnavailableError(
-                f"OpenVINO device {self.device_name} is not available",
+                f"OpenVINO device {self.device_name} (for {self.device.id}) is not available",
                 hint=f"OpenVINO sees {', '.join(available) or 'no device'}",
             )
         self.int8: Int8Mode | None = int8_mode(int8)
-        self.batch_size = batch_size
-        self.show_progress = show_progress
         self.num_threads = num_threads
-        self.inference_precision = inference_precision
         base_device = self.device_name.split(".")[0]
+        self.inference_precision = inference_precision or (
+            None if base_device in STATIC_ONLY else PRECISION_HINTS.get(self.dtype)
+        )
         self.static_shape = base_device in STATIC_ONLY if static_shape is None else static_shape
-        self.tokenizer = AutoTokenizer.from_pretrained(str(self.model_path), local_files_only=True)
-        hf_config = AutoConfig.from_pretrained(str(self.model_path), local_files_only=True)
-        self.max_length = effective_max_length(self.config, self.tokenizer, hf_config, max_length)
-        self.dim = int(hf_config.hidden_size)
-        self._init_prefixes(query_prefix, document_prefix)
         # Full INT8 only: the texts as embed() prepares them (prefix, lower case), hashed
         # into the cache key so another calibration set makes another IR.
-        self.calibration_texts: list[str] = []
+        prepared: list[str] = []
         if self.int8 == "full":
             texts = (
                 calibration.bundled_texts()
                 if calibration_texts is None
                 else calibration.check_texts(calibration_texts)
             )
-            self.calibration_texts = self._prepare(texts, "document")
-            if base_device == "CPU" and _cpu_lacks_int8_dot():
+            prepared = self._prepare(texts, "document")
+            if base_device == "CPU" and _lacks_int8_dot(self.device):
                 log.warning(
                     "full INT8 on a CPU without VNNI/AMX is not faster than FP32",
                     hint="measured 0.9x FP32 on AVX2; int8='weights' or FP32 are as fast here",
                 )
-
-        self.cache_root = ir_cache.cache_root(cache_dir)
-        self.cache_key = self._key(self.int8)
-        entry = ir_cache.lookup(self.cache_root, self.cache_key)
-        self.converted = entry is None
-        if entry is None:
-            entry = ir_cache.store(
-                self.cache_root, self.cache_key, lambda out: self._convert(out, self.int8)
-            )
-        self.ir_dir = entry
-        self.meta = ir_cache.read_meta(entry)
-        self._ov_model = self.core.read_model(str(entry / ir_cache.XML))
+        self.converter = IRConverter(
+            self.model_path,
+            pooling=self.config.pooling,
+            tokenizer=self.tokenizer,
+            max_length=self.max_length,
+            dim=self.dim,
+            cache_root=ir_cache.cache_root(cache_dir),
+            calibration_texts=prepared,
+        )
+        self.ir_dir, self.converted = self.converter.entry(self.int8)
+        self.meta = ir_cache.read_meta(self.ir_dir)
+        self._ov_model = self.core.read_model(str(self.ir_dir / ir_cache.XML))
         self.input_names = [port.get_any_name() for port in self._ov_model.inputs]
         if self.static_shape:
             self._ov_model.reshape(
@@ -197,7 +153,7 @@ class OpenVINOEmbedder(PrefixMixin, Embedder):
             "openvino embedder ready",
             model=str(self.model_path),
             device=self.device_name,
-            ir=str(entry),
+            ir=str(self.ir_dir),
             converted=self.converted,
             int8=self.int8,
             static_shape=self.static_shape,
@@ -205,113 +161,18 @@ class OpenVINOEmbedder(PrefixMixin, Embedder):
 
     @classmethod
     def conformance_instance(cls, device: Device) -> OpenVINOEmbedder:
-        """The conformance kit's instance: a mock device computes on the host, so OpenVINO CPU."""
-        return cls(device="CPU")
+        """The conformance kit's instance: the default model on the kit's (mock) device;
+        a mock CPU device maps to OpenVINO's CPU, which computes on the host as it does."""
+        return cls(device=device)
 
-    # -- conversion ---------------------------------------------------------------------
-    def _key(self, mode: Int8Mode | None) -> str:
-        """The IR cache key. FP32 and weight-only keep the keys they had before full INT8
-        existed (``"int8": False/True``), so their cached IRs stay valid; full INT8 adds the
-        calibration digest and the quantisation recipe."""
-        options: dict[str, Any] = {
-            "pooling": self.config.pooling,
-            "int8": {None: False, "weights": True, "full": "full"}[mode],
-            "normalize": True,
-        }
-        if mode == "full":
-            options["calibration"] = calibration.digest(self.calibration_texts, self.max_length)
-            options["recipe"] = FULL_INT8_RECIPE
-        return ir_cache.cache_key(self.model_path, options)
+    @property
+    def cache_root(self) -> Path:
+        """Where this embedder's IR (and GPU/NPU compiled blobs) are cached."""
+        return self.converter.cache_root
 
-    def _fp32_ir(self) -> Path:
-        """The FP32 IR entry (converted now if absent): the INT8 variants start from it."""
-        key = self._key(None)
-        entry = ir_cache.lookup(self.cache_root, key)
-        if entry is None:
-            entry = ir_cache.store(self.cache_root, key, lambda out: self._convert(out, None))
-        return entry / ir_cache.XML
-
-    def _convert(self, out_dir: Path, mode: Int8Mode | None) -> dict[str, Any]:
-        """Write the IR: trace the torch encoder (FP32), compress the FP32 IR's weights
-        (``"weights"``), or quantise it with calibration statistics (``"full"``)."""
-        import openvino as ov
-
-        started = time.perf_counter()
-        extra: dict[str, Any] = {}
-        if mode == "weights":
-            model = compress_int8_weights(self.core.read_model(str(self._fp32_ir())))
-        elif mode == "full":
-            model = self.core.read_model(str(self._fp32_ir()))
-            model = _quantize_int8(model, self._calibration_items(model))
-            extra["calibration"] = {
-                "texts": len(self.calibration_texts),
-                "digest": calibration.digest(self.calibration_texts, self.max_length),
-                "recipe": FULL_INT8_RECIPE,
-            }
-        else:
-            model = self._trace()
-        ov.save_model(model, str(out_dir / ir_cache.XML), compress_to_fp16=False)
-        type(self).conversions += 1
-        seconds = time.perf_counter() - started
-        log.info(
-            "converted model to OpenVINO IR",
-            model=str(self.model_path),
-            int8=mode,
-            seconds=round(seconds, 2),
-            cache=str(self.cache_root),
-        )
-        return {
-            "model_path": str(self.model_path),
-            "pooling": self.config.pooling,
-            "int8": mode is not None,
-            "int8_mode": mode,
-            **extra,
-            "inputs": [port.get_any_name() for port in model.inputs],
-            "dim": self.dim,
-            "openvino": ov.__version__,
-            "convert_seconds": round(seconds, 3),
-            "created": time.time(),
-        }
-
-    def _calibration_items(self, model: Any) -> list[dict[str, np.ndarray]]:
-        """One model input per calibration text, built like embed() builds a batch.
-
-        Same prefixing (done at construction), truncation to ``max_length``, ``pad_batch``
-        arrays (int64 ids, attention mask, token type ids) and input names as embed(). Each
-        text is its own batch, unpadded: the cached IR is shape-agnostic (an NPU's static
-        reshape happens after loading, and the IR is shared by static and dynamic
-        embedders), and padding positions are masked out of attention and pooling, so their
-        activations should not widen the quantisation ranges of the real tokens'.
-        """
-        names = [port.get_any_name() for port in model.inputs]
-        enc = tokenize(self.tokenizer, self.calibration_texts, self.max_length)
-        items = []
-        for index in length_sorted_batches(enc.lengths, 1):
-            arrays = pad_batch(self.tokenizer, enc, index)
-            items.append({name: arrays[name] for name in names})
-        return items
-
-    def _trace(self) -> Any:
-        """Trace the torch encoder (pooling included) with dynamic batch and sequence axes."""
-        import openvino as ov
-        import torch
-
-        from hwkit.plugins.embedders.pooling import load_encoder
-
-        encoder = load_encoder(self.model_path, self.config.pooling)
-        sample = tokenize(
-            self.tokenizer, ["an example sentence", "a second, longer example sentence"], 16
-        )
-        arrays = pad_batch(self.tokenizer, sample, np.arange(len(sample)))
-        order = ["input_ids", "attention_mask", "token_type_ids"]
-        example = {k: torch.from_numpy(arrays[k]) for k in order if k in arrays}
-        spec = [(k, ov.PartialShape([-1, -1]), ov.Type.i64) for k in example]
-        with torch.inference_mode(), warnings.catch_warnings():
-            # Tracing warns about Python branches on shapes; the dynamic axes are declared.
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            model = ov.convert_model(encoder, example_input=example, input=spec)
-        model.outputs[0].get_tensor().set_names({OUTPUT_NAME})
-        return model
+    @property
+    def calibration_texts(self) -> list[str]:
+        return self.converter.calibration_texts
 
     # -- compilation --------------------------------------------------------------------
     def compiled(self, kind: TextKind) -> Any:
@@ -319,15 +180,12 @@ class OpenVINOEmbedder(PrefixMixin, Embedder):
         hint = "LATENCY" if kind == "query" else "THROUGHPUT"
         if hint not in self._compiled:
             config: dict[str, Any] = {"PERFORMANCE_HINT": hint}
-            base = self.device_name.split(".")[0]
-            if base == "CPU":
-                # f32 by default: a bf16-capable CPU would otherwise drift from the torch vectors.
-                config["INFERENCE_PRECISION_HINT"] = self.inference_precision or "f32"
+            if self.inference_precision:
+                config["INFERENCE_PRECISION_HINT"] = self.inference_precision
+            if self.device_name.split(".")[0] == "CPU":
                 if self.num_threads:
                     config["INFERENCE_NUM_THREADS"] = int(self.num_threads)
             else:
-                if self.inference_precision:
-                    config["INFERENCE_PRECISION_HINT"] = self.inference_precision
                 # GPU/NPU compilation is slow: let OpenVINO keep compiled blobs next to the IR.
                 config["CACHE_DIR"] = str(self.cache_root / "compiled")
             self._compiled[hint] = self.core.compile_model(self._ov_model, self.device_name, config)
@@ -402,41 +260,13 @@ class OpenVINOEmbedder(PrefixMixin, Embedder):
         return {name: arrays[name] for name in self.input_names}
 
 
-def _cpu_lacks_int8_dot() -> bool:
+def _lacks_int8_dot(device: Device) -> bool:
     """True on an x86 CPU known to lack an INT8 dot-product instruction (VNNI, AMX).
 
     Without one, oneDNN's INT8 GEMM (vpmaddubsw + vpmaddwd on AVX2) does about as many
     multiply-adds per cycle as FP32 FMA, so full INT8 buys accuracy loss and no speed.
-    Unknown (no /proc/cpuinfo, or not x86) counts as not lacking: no warning.
+    Read from the device's capability features; unknown (no avx2 listed) counts as not
+    lacking: no warning.
     """
-    from hwkit.backends.cpu import cpu_flags
-
-    flags = cpu_flags()
-    return "avx2" in flags and not flags & {"avx512_vnni", "avx_vnni", "amx_int8"}
-
-
-def _quantize_int8(model: Any, items: list[dict[str, np.ndarray]]) -> Any:
-    """Post-training static quantisation (weights and activations INT8) of an FP32 IR.
-
-    ``ModelType.TRANSFORMER`` adds NNCF's transformer patterns (no quantiser inside
-    LayerNorm/GELU/Softmax, symmetric activations into MatMuls) and SmoothQuant; every
-    calibration item is used (``subset_size``). See FULL_INT8_RECIPE for the choices.
-    """
-    nncf = import_nncf()
-    recipe = FULL_INT8_RECIPE
-    with quiet_nncf():
-        return nncf.quantize(
-            model,
-            nncf.Dataset(items),
-            model_type=nncf.ModelType.TRANSFORMER,
-            preset=nncf.QuantizationPreset(recipe["preset"]),
-            subset_size=len(items),
-            fast_bias_correction=recipe["fast_bias_correction"],
-            # validate=False: a model traced without SDPA (eager attention) has none to skip.
-            ignored_scope=nncf.IgnoredScope(types=list(recipe["ignored_types"]), validate=False),
-            advanced_parameters=nncf.AdvancedQuantizationParameters(
-                smooth_quant_alphas=nncf.AdvancedSmoothQuantParameters(
-                    matmul=recipe["smooth_quant_matmul_alpha"]
-                )
-            ),
-        )
+    features = set(device.capabilities.features)
+    return "avx2" in features and not features & {"vnni", "amx"}

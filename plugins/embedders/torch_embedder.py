@@ -1,17 +1,18 @@
-"""The torch embedder: transformers ``AutoModel`` + the model's own pooling, on a hwkit Device."""
+"""The torch embedder: transformers ``AutoModel`` + the model's own pooling, on the planned
+device in the planned dtype."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from hwkit.embedder import Embedder, TextKind
+from hwkit.embedder import TextKind
 from hwkit.errors import UsageError
 from hwkit.log import get_logger
+from hwkit.plugins.embedders.base import ModelEmbedder
 from hwkit.plugins.embedders.batching import (
     length_sorted_batches,
     pad_batch,
@@ -19,132 +20,64 @@ from hwkit.plugins.embedders.batching import (
     report_truncation,
     tokenize,
 )
-from hwkit.plugins.embedders.model_config import (
-    EmbedderModelConfig,
-    read_model_config,
-    resolve_model_path,
-)
 
 if TYPE_CHECKING:
     from hwkit.device import Device
+    from hwkit.plan import Plan
 
 log = get_logger(__name__)
 
-KINDS = ("query", "document")
 
+class TorchEmbedder(ModelEmbedder):
+    """Embeds with transformers on a hwkit Device (cpu, cuda, xpu, or a MockDevice).
 
-def default_device() -> Device:
-    """The CPU device from hwkit's CPU backend (no plugin loading needed)."""
-    from hwkit.backends.cpu import CPUDevice
-
-    return CPUDevice()
-
-
-def resolve_device(device: Device | str | None) -> Device:
-    """A hwkit Device from a Device, a device id such as ``"cuda:0"``, or None (the CPU)."""
-    if device is None:
-        return default_device()
-    if isinstance(device, str):
-        from hwkit.runtime import Runtime
-
-        return Runtime.load().device(device)
-    return device
-
-
-def effective_max_length(
-    config: EmbedderModelConfig, tokenizer: Any, model_config: Any, requested: int | None
-) -> int:
-    """The smallest of what was asked, what the model was trained with, and what it can hold."""
-    limits = [requested, config.max_seq_length]
-    tok_max = getattr(tokenizer, "model_max_length", None)
-    if isinstance(tok_max, int) and tok_max < 1_000_000:
-        limits.append(tok_max)
-    positions = getattr(model_config, "max_position_embeddings", None)
-    if isinstance(positions, int):
-        limits.append(positions)
-    chosen = min((x for x in limits if x), default=512)
-    if requested is not None and requested < 2:
-        raise UsageError(f"max_length must be at least 2 tokens, got {requested}")
-    return int(chosen)
-
-
-class PrefixMixin:
-    """Query/document instruction prefixes (bge's query instruction, e5's "query: ")."""
-
-    config: EmbedderModelConfig
-    query_prefix: str
-    document_prefix: str
-
-    def _init_prefixes(self, query_prefix: str | None, document_prefix: str | None) -> None:
-        self.query_prefix = self.config.prefix("query") if query_prefix is None else query_prefix
-        self.document_prefix = (
-            self.config.prefix("document") if document_prefix is None else document_prefix
-        )
-
-    def _prepare(self, texts: Sequence[str], kind: TextKind) -> list[str]:
-        if kind not in KINDS:
-            raise UsageError(f"kind must be one of {KINDS}, got {kind!r}")
-        if isinstance(texts, str):
-            raise UsageError(
-                "embed() takes a list of texts, got a single string", hint="wrap it: [text]"
-            )
-        prefix = self.query_prefix if kind == "query" else self.document_prefix
-        out = []
-        for i, text in enumerate(texts):
-            if not isinstance(text, str):
-                raise UsageError(f"text {i} is {type(text).__name__}, not str")
-            text = prefix + text
-            out.append(text.lower() if self.config.do_lower_case else text)
-        return out
-
-
-class TorchEmbedder(PrefixMixin, Embedder):
-    """Embeds with transformers on a hwkit Device (cpu, cuda, xpu, or a MockDevice)."""
+    The encoder's weights are loaded in the plan's dtype (float32 without a plan) and
+    batches are the plan's micro-batch.
+    """
 
     name = "torch"
+    runtime = "transformers"
 
     def __init__(
         self,
         model: str | os.PathLike[str] | None = None,
-        device: Device | str | None = None,
+        *,
+        device: Device | None = None,
+        plan: Plan | None = None,
         batch_size: int = 64,
         max_length: int | None = None,
-        *,
-        dtype: str | None = None,
         query_prefix: str | None = None,
         document_prefix: str | None = None,
         show_progress: bool | None = None,
     ) -> None:
         import torch
-        from transformers import AutoTokenizer
 
         from hwkit.plugins.embedders.pooling import load_encoder
 
-        self.model_path: Path = resolve_model_path(model)
-        self.config = read_model_config(self.model_path)
-        self.device: Device = resolve_device(device)
+        super().__init__(
+            model,
+            device=device,
+            plan=plan,
+            batch_size=batch_size,
+            max_length=max_length,
+            query_prefix=query_prefix,
+            document_prefix=document_prefix,
+            show_progress=show_progress,
+        )
         if self.device.torch_device() is None:
             raise UsageError(
                 f"{self.device.id} has no torch device",
                 hint="use the openvino embedder for NPUs",
             )
-        if batch_size < 1:
-            raise UsageError(f"batch_size must be >= 1, got {batch_size}")
-        self.batch_size = batch_size
-        self.show_progress = show_progress
-        self.tokenizer = AutoTokenizer.from_pretrained(str(self.model_path), local_files_only=True)
-        encoder = load_encoder(self.model_path, self.config.pooling, dtype=dtype)
-        self.max_length = effective_max_length(
-            self.config, self.tokenizer, encoder.model.config, max_length
-        )
-        self.encoder = self.device.place(encoder)
-        self.dim = int(encoder.model.config.hidden_size)
-        self._init_prefixes(query_prefix, document_prefix)
+        encoder = load_encoder(self.model_path, self.config.pooling, dtype=self.dtype)
+        self.encoder: Any = self.device.place(encoder)
         self._torch = torch
         log.debug(
             "torch embedder ready",
             model=str(self.model_path),
             device=self.device.id,
+            dtype=self.dtype,
+            batch_size=self.batch_size,
             pooling=self.config.pooling,
             max_length=self.max_length,
         )

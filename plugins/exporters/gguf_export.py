@@ -3,19 +3,20 @@ file verified against the torch model in llama.cpp before it gets its final name
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
+from hwkit.atomic import staged_file
 from hwkit.errors import UnavailableError, UsageError
 from hwkit.exporter import Exporter
+from hwkit.extras import is_available, require
 from hwkit.log import get_logger
 from hwkit.plugins.exporters.gguf_writer import check_supported, write_gguf
-from hwkit.plugins.exporters.source import Source, resolve_source
-from hwkit.plugins.exporters.staging import staged_file, update_report
+from hwkit.plugins.exporters.options import GGUFOptions, parse_options
+from hwkit.plugins.exporters.report import update_report
 from hwkit.plugins.exporters.verify import (
     agreement,
     llama_cpp_argmax,
@@ -24,6 +25,10 @@ from hwkit.plugins.exporters.verify import (
     tokenizer_agreement,
     torch_reference,
 )
+from hwkit.plugins.runtimes.transformers import load_causal_lm, load_config, load_tokenizer
+
+if TYPE_CHECKING:
+    from hwkit.models import ResolvedModel
 
 log = get_logger(__name__)
 
@@ -35,11 +40,10 @@ QUANTS = ("f16", "q8_0", "q4_k_m")
 # the same figures), an export with unpermuted Q/K rows 0.38/0.42 (docs/export.md).
 THRESHOLDS = {"f16": 0.99, "q8_0": 0.95, "q4_k_m": 0.85}
 DECISIVE_THRESHOLDS = {"f16": 0.99, "q8_0": 0.99, "q4_k_m": 0.93}
-LLAMA_CPP_HINT = 'CMAKE_ARGS="-DGGML_NATIVE=OFF" pip install llama-cpp-python'
 
 
 def have_llama_cpp() -> bool:
-    return importlib.util.find_spec("llama_cpp") is not None
+    return is_available("llama_cpp")
 
 
 def quantize_q4_k_m(src: Path, dst: Path, threads: int = 0) -> None:
@@ -57,35 +61,53 @@ def quantize_q4_k_m(src: Path, dst: Path, threads: int = 0) -> None:
 
 
 class GGUFExporter(Exporter):
-    """``export(source, out_dir, quant="q8_0")`` -> ``out_dir/<name>-<quant>.gguf``."""
+    """``export(source, out_dir, quant="q8_0")`` -> ``out_dir/<name>-<quant>.gguf``.
+
+    ``model`` (the torch model, already loaded) and ``resolved`` (the source, already
+    resolved) are for callers that have them; they are not user options.
+    """
 
     name = "gguf"
+    description = "GGUF for llama.cpp (f16, q8_0 written here; q4_k_m by llama.cpp), verified"
+    options_model: ClassVar[type[GGUFOptions]] = GGUFOptions
+    # for hwkit's conformance kit: what verifying needs, and the cheapest verified export
+    conformance_requires: ClassVar[tuple[str, ...]] = ("gguf", "llama_cpp")
+    conformance_options: ClassVar[dict[str, Any]] = {"quant": "f16"}
 
-    def export(self, source: Path, output: Path, **options: Any) -> Path:
-        quant = str(options.get("quant") or "q8_0").lower()
+    def export(
+        self,
+        source: Path,
+        output: Path,
+        *,
+        model: Any = None,
+        resolved: ResolvedModel | None = None,
+        **options: Any,
+    ) -> Path:
+        from hwkit.models import resolve
+
+        opts = parse_options(self.name, self.options_model, options)
+        quant = str(opts.quant or "q8_0").lower()
         if quant not in QUANTS:
             raise UsageError(
                 f"unknown GGUF quantisation {quant!r}", hint=f"choose from {', '.join(QUANTS)}"
             )
-        verify = bool(options.get("verify", True))
-        threshold = float(options.get("min_agreement") or THRESHOLDS[quant])
-        src = options.get("resolved") or resolve_source(source)
-        check_supported(src.config())
-        if (verify or quant == "q4_k_m") and not have_llama_cpp():
-            raise UnavailableError(
-                f"llama-cpp-python is needed to {'quantize' if quant == 'q4_k_m' else 'verify'} "
-                "GGUF exports",
-                hint=f"{LLAMA_CPP_HINT}, or pass --no-verify for f16/q8_0",
-            )
+        threshold = float(opts.min_agreement or THRESHOLDS[quant])
+        src = resolved or resolve(source)
+        check_supported(load_config(src))
+        require("gguf", purpose="GGUF export")
+        if quant == "q4_k_m":
+            require("llama_cpp", purpose="q4_k_m (llama.cpp's quantizer)")
+        if opts.verify:
+            require("llama_cpp", purpose="verifying a GGUF export (--no-verify skips it)")
         out_dir = Path(output)
-        final = out_dir / f"{options.get('name') or src.label}-{quant}.gguf"
+        final = out_dir / f"{opts.name or src.label}-{quant}.gguf"
         start = time.perf_counter()
-        model = options.get("model") or src.load_model()
-        tokenizer = src.load_tokenizer()
+        model = model if model is not None else load_causal_lm(src)
+        tokenizer = load_tokenizer(src)
         with staged_file(final) as tmp:
             figures = self._write(src, model, tokenizer, tmp, quant, out_dir)
             figures["file_bytes"] = tmp.stat().st_size
-            if verify:
+            if opts.verify:
                 figures.update(self._verify(model, tokenizer, tmp))
                 require_agreement(
                     figures,
@@ -94,7 +116,7 @@ class GGUFExporter(Exporter):
                     DECISIVE_THRESHOLDS[quant],
                     hint="nothing was written under the final name; try a finer quant",
                 )
-            figures.update(verified=verify, seconds=round(time.perf_counter() - start, 2))
+            figures.update(verified=opts.verify, seconds=round(time.perf_counter() - start, 2))
         figures.update(exporter=self.name, quant=quant, source=str(source), file=final.name)
         update_report(out_dir, final.name, figures)
         log.info(
@@ -103,14 +125,19 @@ class GGUFExporter(Exporter):
         return final
 
     def _write(
-        self, src: Source, model: Any, tokenizer: Any, tmp: Path, quant: str, out_dir: Path
+        self,
+        src: ResolvedModel,
+        model: Any,
+        tokenizer: Any,
+        tmp: Path,
+        quant: str,
+        out_dir: Path,
     ) -> dict[str, Any]:
-        state = model.state_dict()
         kwargs = {
-            "state": state,
-            "config": src.config(),
+            "state": model.state_dict(),
+            "config": load_config(src),
             "tokenizer": tokenizer,
-            "tokenizer_dir": src.tokenizer_dir,
+            "tokenizer_dir": src.tokenizer_dir or src.weights_dir,
             "name": src.label,
         }
         if quant != "q4_k_m":

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+from hwkit.atomic import staged_file
 from hwkit.exporter import Exporter
 from hwkit.log import get_logger
 from hwkit.plugins.exporters.gguf_export import GGUFExporter, have_llama_cpp
@@ -14,43 +15,63 @@ from hwkit.plugins.exporters.modelfile import (
     detect_family,
     family_by_name,
 )
-from hwkit.plugins.exporters.source import resolve_source
-from hwkit.plugins.exporters.staging import staged_file, update_report
+from hwkit.plugins.exporters.options import GGUFOptions, OllamaOptions, parse_options
+from hwkit.plugins.exporters.report import read_figures, update_report
+from hwkit.plugins.runtimes.transformers import load_config, load_tokenizer
 
 log = get_logger(__name__)
 
 
 class OllamaExporter(Exporter):
-    """``out_dir/<name>-<quant>.gguf`` and ``out_dir/Modelfile`` (``ollama create NAME -f``)."""
+    """``out_dir/<name>-<quant>.gguf`` and ``out_dir/Modelfile`` (``ollama create NAME -f``).
+
+    ``gguf`` (a GGUF file already exported from the same source) skips writing a new one;
+    ``model`` is the torch model when the caller has it loaded. Neither is a user option.
+    """
 
     name = "ollama"
+    description = "a verified GGUF and a Modelfile whose TEMPLATE renders the HF chat template"
+    options_model: ClassVar[type[OllamaOptions]] = OllamaOptions
+    conformance_requires: ClassVar[tuple[str, ...]] = ("gguf", "llama_cpp")
+    conformance_options: ClassVar[dict[str, Any]] = {"quant": "f16"}
 
-    def export(self, source: Path, output: Path, **options: Any) -> Path:
-        src = resolve_source(source)
-        tokenizer = src.load_tokenizer()
-        family_name = options.get("template_family")
+    def export(
+        self,
+        source: Path,
+        output: Path,
+        *,
+        gguf: Path | None = None,
+        model: Any = None,
+        **options: Any,
+    ) -> Path:
+        from hwkit.models import resolve
+
+        opts = parse_options(self.name, self.options_model, options)
+        src = resolve(source)
+        tokenizer = load_tokenizer(src)
         family = (
-            family_by_name(family_name) if family_name else detect_family(tokenizer.chat_template)
+            family_by_name(opts.template_family)
+            if opts.template_family
+            else detect_family(tokenizer.chat_template)
         )
-        system = options.get("system") or src.system or default_system(tokenizer)
-        quant = options.get("quant") or ("q4_k_m" if have_llama_cpp() else "q8_0")
-        gguf = options.get("gguf")
+        system = opts.system or src.system or default_system(tokenizer)
         if gguf is None:
-            gguf = GGUFExporter().export(
-                source, output, **{**options, "quant": quant, "resolved": src}
-            )
+            gguf_options = opts.model_dump(include=set(GGUFOptions.model_fields))
+            gguf_options["quant"] = opts.quant or ("q4_k_m" if have_llama_cpp() else "q8_0")
+            gguf = GGUFExporter().export(source, output, model=model, resolved=src, **gguf_options)
         gguf = Path(gguf)
-        ctx = int(src.config().get("max_position_embeddings", 2048))
+        ctx = int(load_config(src).get("max_position_embeddings", 2048))
         text = build_modelfile(
             gguf_name=gguf.name,
             family=family,
             system=system,
-            temperature=float(options.get("temperature", 0.7)),
-            num_ctx=int(options.get("num_ctx") or min(ctx, 4096)),
+            temperature=opts.temperature,
+            num_ctx=opts.num_ctx or min(ctx, 4096),
         )
         final = Path(output) / "Modelfile"
         with staged_file(final) as tmp:
             tmp.write_text(text, encoding="utf-8")
+        gguf_figures = read_figures(gguf)
         update_report(
             Path(output),
             "Modelfile",
@@ -59,6 +80,7 @@ class OllamaExporter(Exporter):
                 "gguf": gguf.name,
                 "template_family": family.name,
                 "system": system,
+                "verified": bool(gguf_figures.get("verified", False)),
             },
         )
         log.info("export.ollama", modelfile=str(final), gguf=gguf.name, family=family.name)

@@ -10,24 +10,25 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
-if TYPE_CHECKING:
-    import numpy as np
-
-
-from hwkit.atomic import write_json_atomic
+from hwkit.atomic import staged_dir, write_json_atomic
 from hwkit.errors import UsageError
 from hwkit.exporter import Exporter
+from hwkit.extras import require
 from hwkit.log import get_logger
-from hwkit.plugins.exporters.source import resolve_source
-from hwkit.plugins.exporters.staging import staged_dir, update_report
+from hwkit.plugins.exporters.options import OpenVINOOptions, parse_options
+from hwkit.plugins.exporters.report import REPORT, update_report
 from hwkit.plugins.exporters.verify import (
     agreement,
     prompt_token_ids,
     require_agreement,
     torch_reference,
 )
+from hwkit.plugins.runtimes.transformers import load_causal_lm, load_tokenizer
+
+if TYPE_CHECKING:
+    import numpy as np
 
 log = get_logger(__name__)
 
@@ -102,25 +103,31 @@ class OpenVINOExporter(Exporter):
     """``export(source, out_dir, precision="fp16")`` -> ``out_dir/openvino-fp16/``.
 
     ``precision="fp16,int8"`` writes both from one conversion and returns ``out_dir``.
+    ``model`` is the torch model when the caller has it loaded (not a user option).
     """
 
     name = "openvino"
+    description = "OpenVINO IR (FP16, or INT8 weights via NNCF), verified in OpenVINO"
+    options_model: ClassVar[type[OpenVINOOptions]] = OpenVINOOptions
+    conformance_requires: ClassVar[tuple[str, ...]] = ("openvino",)
+    conformance_options: ClassVar[dict[str, Any]] = {"precision": "fp16"}
 
-    def export(self, source: Path, output: Path, **options: Any) -> Path:
-        import openvino as ov
+    def export(self, source: Path, output: Path, *, model: Any = None, **options: Any) -> Path:
+        from hwkit.models import resolve
 
-        precisions = _precisions(options.get("precision") or options.get("quant"))
-        device = str(options.get("device") or "CPU")
-        src = resolve_source(source)
+        opts = parse_options(self.name, self.options_model, options)
+        precisions = _precisions(opts.precision)
+        ov = require("openvino", purpose="OpenVINO export")
+        src = resolve(source)
         start = time.perf_counter()
-        model = options.get("model") or src.load_model()
-        tokenizer = src.load_tokenizer()
+        model = model if model is not None else load_causal_lm(src)
+        tokenizer = load_tokenizer(src)
         seqs = prompt_token_ids(tokenizer)
-        reference = torch_reference(model, seqs)
+        reference = torch_reference(model, seqs) if opts.verify else None
         ov_model = convert(model)
         finals = []
         for precision in precisions:
-            threshold = float(options.get("min_agreement") or THRESHOLDS[precision])
+            threshold = float(opts.min_agreement or THRESHOLDS[precision])
             if precision == "int8":
                 from hwkit.plugins.nncf_tools import compress_int8_weights
 
@@ -130,27 +137,29 @@ class OpenVINOExporter(Exporter):
                 ov.save_model(ov_model, str(tmp / IR_NAME), compress_to_fp16=precision == "fp16")
                 tokenizer.save_pretrained(str(tmp))
                 model.config.save_pretrained(str(tmp))
-                figures = agreement(reference, openvino_argmax(tmp / IR_NAME, seqs, device))
+                figures: dict[str, Any] = {}
+                if reference is not None:
+                    candidate = openvino_argmax(tmp / IR_NAME, seqs, opts.device)
+                    figures = agreement(reference, candidate)
+                    require_agreement(
+                        figures,
+                        f"OpenVINO {precision}",
+                        threshold,
+                        DECISIVE_THRESHOLDS[precision],
+                        hint="nothing was written under the final name",
+                    )
                 figures.update(
-                    device=device,
+                    device=opts.device,
                     precision=precision,
                     runtime=f"openvino {ov.get_version()}",
                     kv_cache=False,
-                )
-                require_agreement(
-                    figures,
-                    f"OpenVINO {precision}",
-                    threshold,
-                    DECISIVE_THRESHOLDS[precision],
-                    hint="nothing was written under the final name",
-                )
-                figures.update(
+                    verified=opts.verify,
                     exporter=self.name,
                     source=str(source),
                     seconds=round(time.perf_counter() - start, 2),
                 )
-                write_json_atomic(tmp / "export.json", figures)
+                write_json_atomic(tmp / REPORT, figures)
             update_report(Path(output), final.name, figures)
-            log.info("export.openvino", dir=str(final), agreement=figures["top1_agreement"])
+            log.info("export.openvino", dir=str(final), agreement=figures.get("top1_agreement"))
             finals.append(final)
         return finals[0] if len(finals) == 1 else Path(output)

@@ -14,33 +14,20 @@ from hwkit.hookspecs import Register, hookimpl
 if TYPE_CHECKING:
     import typer
 
-    from hwkit.plugins.retrievers.store import StoredRetriever
     from hwkit.retriever import Retriever
 
-__all__ = ["builtin_retrievers", "hwkit_register_commands", "hwkit_register_retrievers"]
+__all__ = ["hwkit_register_commands", "hwkit_register_retrievers"]
 
 
-def builtin_retrievers() -> dict[str, type[StoredRetriever]]:
-    """Name -> class of the built-in retrievers."""
+@hookimpl
+def hwkit_register_retrievers(register: Register[type[Retriever]]) -> None:
     from hwkit.plugins.retrievers.bm25 import BM25Retriever
     from hwkit.plugins.retrievers.dense import DenseRetriever
     from hwkit.plugins.retrievers.hybrid import HybridRetriever
     from hwkit.plugins.retrievers.milvus_store import MilvusRetriever
     from hwkit.plugins.retrievers.rerank import RerankRetriever
 
-    classes: list[type[StoredRetriever]] = [
-        BM25Retriever,
-        DenseRetriever,
-        HybridRetriever,
-        RerankRetriever,
-        MilvusRetriever,
-    ]
-    return {cls.name: cls for cls in classes}
-
-
-@hookimpl
-def hwkit_register_retrievers(register: Register[type[Retriever]]) -> None:
-    for cls in builtin_retrievers().values():
+    for cls in (BM25Retriever, DenseRetriever, HybridRetriever, RerankRetriever, MilvusRetriever):
         register(cls)
 
 

@@ -18,7 +18,9 @@ from typing import Any
 import numpy as np
 
 from hwkit.errors import ConfigError, NotFoundError
-from hwkit.plugins.retrievers.documents import Reject, read_corpus
+from hwkit.extras import require
+from hwkit.plugins.retrievers.documents import read_corpus
+from hwkit.rejects import Reject
 from hwkit.retriever import Document, Retriever
 
 METRICS = ("ndcg@10", "recall@100", "mrr@10")
@@ -122,12 +124,13 @@ def score_run(
     """ranx metrics; a judged query with no hits counts as zero (not skipped)."""
     import warnings
 
-    from ranx import Qrels, Run, evaluate
-
+    ranx = require("ranx", purpose="retrieval evaluation")
     full = {q: run.get(q) or {"__no_hit__": 0.0} for q in qrels}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        scores = evaluate(Qrels(qrels), Run(full), list(metrics), make_comparable=True)
+        scores = ranx.evaluate(
+            ranx.Qrels(qrels), ranx.Run(full), list(metrics), make_comparable=True
+        )
     if isinstance(scores, float):
         scores = {metrics[0]: scores}
     return {m: float(v) for m, v in scores.items()}

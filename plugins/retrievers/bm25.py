@@ -15,9 +15,11 @@ from typing import Any
 import numpy as np
 
 from hwkit.errors import UsageError
+from hwkit.extras import require
 from hwkit.log import get_logger
-from hwkit.plugins.retrievers.documents import DocTable, Reject
+from hwkit.plugins.retrievers.documents import DocTable
 from hwkit.plugins.retrievers.store import Manifest, StoredRetriever
+from hwkit.rejects import Reject
 from hwkit.retriever import Document, Hit
 
 log = get_logger(__name__)
@@ -42,6 +44,7 @@ class BM25Retriever(StoredRetriever):
     """Lexical retrieval; ``rm3=True`` adds RM3 pseudo-relevance-feedback query expansion."""
 
     name = "bm25"
+    supports_add = True
 
     def __init__(
         self,
@@ -70,12 +73,10 @@ class BM25Retriever(StoredRetriever):
     # -- tokenization --------------------------------------------------------------------
     def tokenize(self, texts: Sequence[str]) -> list[list[str]]:
         """Lower-case, split, drop stopwords, stem: the same for documents and queries."""
-        import bm25s
-
+        bm25s = _bm25s()
         if self._stemmer is None and self.language:
-            import Stemmer
-
-            self._stemmer = Stemmer.Stemmer(self.language)
+            stemmer = require("Stemmer", purpose="BM25 stemming (PyStemmer)")
+            self._stemmer = stemmer.Stemmer(self.language)
         stem = self._stemmer.stemWords if self._stemmer is not None else None
         out = bm25s.tokenize(
             list(texts),
@@ -99,9 +100,7 @@ class BM25Retriever(StoredRetriever):
         self._build()
 
     def _build(self) -> None:
-        import bm25s
-
-        bm = bm25s.BM25(k1=self.k1, b=self.b, method=self.method)
+        bm = _bm25s().BM25(k1=self.k1, b=self.b, method=self.method)
         bm.index(self.doc_tokens(), show_progress=False)
         self._bm25 = bm
 
@@ -193,13 +192,18 @@ class BM25Retriever(StoredRetriever):
     def read_parts(
         cls, directory: Path, manifest: Manifest, docs: DocTable, **kwargs: Any
     ) -> BM25Retriever:
-        import bm25s
-
-        kwargs.pop("embedder", None)  # BM25 has none; callers may pass one for any index
+        # BM25 embeds nothing; callers may pass an embedder or a runtime for any index.
+        kwargs.pop("embedder", None)
+        kwargs.pop("runtime", None)
         options = {**manifest.options, **kwargs}
         retriever = cls(**options)
         retriever.docs = docs
-        retriever._bm25 = bm25s.BM25.load(
+        retriever._bm25 = _bm25s().BM25.load(
             str(directory / BM25_DIR), show_progress=False, verbosity=0
         )
         return retriever
+
+
+def _bm25s() -> Any:
+    """bm25s, or one line naming the extra that installs it."""
+    return require("bm25s", purpose="BM25 retrieval")

@@ -1,7 +1,9 @@
 """``hwkit index build|add|info``, ``hwkit search`` and ``hwkit retrieval eval``.
 
 Only typer and hwkit's light modules are imported here; bm25s, torch and pymilvus load
-inside the commands.
+inside the commands. Retrievers come from the process runtime's registry
+(``hwkit.runtime.current()``) and their embedders from the core
+(``hwkit.jobs.load_embedder``) on that runtime, so they run where the plan puts them.
 """
 
 from __future__ import annotations
@@ -9,11 +11,14 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from hwkit.errors import UsageError
+
+if TYPE_CHECKING:
+    from hwkit.runtime import Runtime
 
 index_app = typer.Typer(help="Build and inspect retrieval indexes.", no_args_is_help=True)
 retrieval_app = typer.Typer(help="Evaluate retrievers on BEIR-format data.", no_args_is_help=True)
@@ -49,6 +54,7 @@ def _embedder_options(
 def _make_retriever(
     name: str,
     *,
+    runtime: Runtime,
     embedder: str,
     model: str | None,
     rerank_model: str | None = None,
@@ -57,14 +63,11 @@ def _make_retriever(
     milvus_uri: str | None = None,
     embedder_options: dict[str, Any] | None = None,
 ) -> Any:
-    """A fresh retriever by registry name, with the embedder options where it takes them."""
-    from hwkit.plugin_manager import load_plugins
-    from hwkit.plugins.retrievers import builtin_retrievers
-
-    builtins = builtin_retrievers()
-    # Any: subclasses take constructor arguments the StoredRetriever base does not declare.
-    cls: Any = builtins[name] if name in builtins else load_plugins().retrievers.get(name)
-    if name in ("dense", "hybrid", "milvus"):
+    """A fresh retriever from the runtime's registry, with its embedder built by the core
+    on that runtime where the retriever takes one."""
+    # Any: subclasses take constructor arguments the Retriever base does not declare.
+    cls: Any = runtime.plugins.retrievers.get(name)
+    if name in EMBEDDING_RETRIEVERS:
         from hwkit.plugins.retrievers.embedding import make_embedder
 
         kwargs: dict[str, Any] = {}
@@ -72,15 +75,22 @@ def _make_retriever(
             kwargs = {k: v for k, v in (("alpha", alpha), ("fusion", fusion)) if v is not None}
         if name == "milvus" and milvus_uri:
             kwargs["uri"] = milvus_uri
-        return cls(make_embedder(embedder, model, **(embedder_options or {})), **kwargs)
+        emb = make_embedder(embedder, model, runtime=runtime, **(embedder_options or {}))
+        return cls(emb, runtime=runtime, **kwargs)
     if name == "rerank":
         if not rerank_model:
             raise UsageError(
                 "the rerank retriever needs --rerank-model PATH",
                 hint="a local cross-encoder directory",
             )
-        return cls(rerank_model)
+        return cls(rerank_model, runtime=runtime)
     return cls()
+
+
+def _device_of(retriever: Any) -> str | None:
+    """The id of the device the retriever's embedder runs on (None without one)."""
+    device = getattr(getattr(retriever, "embedder", None), "device", None)
+    return getattr(device, "id", None)
 
 
 def _console() -> Any:
@@ -112,10 +122,12 @@ def build(
     import time
 
     from hwkit.plugins.retrievers.documents import read_corpus
+    from hwkit.runtime import current
 
     docs, rejects = read_corpus(corpus)
     r = _make_retriever(
         retriever,
+        runtime=current(),
         embedder=embedder,
         model=model,
         rerank_model=rerank_model,
@@ -129,17 +141,20 @@ def build(
     r.rejects = list(rejects) + list(r.rejects)
     r.save(directory)
     elapsed = time.perf_counter() - t0
+    device = _device_of(r)
     info = {
         "index": str(directory),
         "retriever": retriever,
         "documents": len(r),
         "rejected": len(r.rejects),
         "seconds": round(elapsed, 2),
+        "device": device,
     }
     if json_output:
         typer.echo(json.dumps(info))
         return
-    msg = f"indexed {len(r)} documents with {retriever} into {directory} in {elapsed:.1f} s"
+    where = f" on {device}" if device else ""
+    msg = f"indexed {len(r)} documents with {retriever}{where} into {directory} in {elapsed:.1f} s"
     if r.rejects:
         msg += (
             f"; {len(r.rejects)} rows rejected (no text), listed in {directory / 'rejects.jsonl'}"
@@ -157,10 +172,12 @@ def add(
     """Add documents to an index; old documents are not re-embedded."""
     from hwkit.plugins.retrievers.documents import read_corpus
     from hwkit.plugins.retrievers.store import open_index
+    from hwkit.runtime import current
 
     docs, rejects = read_corpus(corpus)
-    r: Any = open_index(directory, **_model_override(model))
-    if not hasattr(r, "add"):
+    rt = current()
+    r: Any = open_index(directory, runtime=rt, **_model_override(directory, model, rt))
+    if not r.supports_add:
         raise UsageError(f"the {r.name} retriever cannot add documents", hint="rebuild the index")
     before = len(r)
     r.add(docs)
@@ -200,12 +217,17 @@ def info(
     _console().print(table)
 
 
-def _model_override(model: str | None) -> dict[str, Any]:
+def _model_override(directory: Path, model: str | None, runtime: Runtime) -> dict[str, Any]:
+    """``--model``: the index's embedder on another model directory (the one it recorded
+    moved), built by the core on ``runtime``; checked against the index when it loads."""
     if not model:
         return {}
     from hwkit.plugins.retrievers.embedding import make_embedder
+    from hwkit.plugins.retrievers.store import read_manifest
 
-    return {"embedder": make_embedder("torch", model)}
+    recorded = read_manifest(directory, verify=False).embedder or {}
+    name = str(recorded.get("name") or "torch")
+    return {"embedder": make_embedder(name, model, runtime=runtime)}
 
 
 def search(
@@ -218,14 +240,17 @@ def search(
     json_output: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Search an index; prints id, score and the start of each document."""
+    from hwkit.plugins.retrievers.documents import join_content
     from hwkit.plugins.retrievers.store import open_index
+    from hwkit.runtime import current
 
-    r: Any = open_index(directory, **_model_override(model))
+    rt = current()
+    r = open_index(directory, runtime=rt, **_model_override(directory, model, rt))
     hits = r.search(query, k=k)
-    rows = {doc_id: i for i, doc_id in enumerate(r.docs.ids)}
-    out = [
-        {"rank": n, "id": h.id, "score": h.score, "text": r.docs.content(rows[h.id])[:200]}
-        for n, h in enumerate(hits, start=1)
+    docs = r.documents([h.id for h in hits])
+    out: list[dict[str, Any]] = [
+        {"rank": n, "id": h.id, "score": h.score, "text": join_content(d.title, d.text)[:200]}
+        for n, (h, d) in enumerate(zip(hits, docs, strict=True), start=1)
     ]
     if json_output:
         typer.echo(json.dumps(out))
@@ -259,10 +284,12 @@ def evaluate(
 ) -> None:
     """Index the corpus, search every judged query, report nDCG@10, Recall@100, MRR@10, latency."""
     from hwkit.plugins.retrievers.beir import evaluate_retriever, load_beir
+    from hwkit.runtime import current
 
     ds = load_beir(data, split)
     r = _make_retriever(
         retriever,
+        runtime=current(),
         embedder=embedder,
         model=model,
         rerank_model=rerank_model,

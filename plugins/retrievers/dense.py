@@ -10,18 +10,29 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from hwkit.embedder import Embedder
-from hwkit.errors import UsageError
+from hwkit.errors import ConfigError, UsageError
+from hwkit.extras import require
 from hwkit.log import get_logger
 from hwkit.plugins.retrievers.bm25 import top_k
-from hwkit.plugins.retrievers.documents import DocTable, Reject
-from hwkit.plugins.retrievers.embedding import embedder_for_index, embedder_identity, make_embedder
+from hwkit.plugins.retrievers.documents import DocTable
+from hwkit.plugins.retrievers.embedding import (
+    embedder_for_index,
+    embedder_identity,
+    embedder_on,
+    make_embedder,
+)
 from hwkit.plugins.retrievers.store import Manifest, StoredRetriever
+from hwkit.rejects import Reject
 from hwkit.retriever import Document, Hit
+
+if TYPE_CHECKING:
+    from hwkit.device import Device
+    from hwkit.runtime import Runtime
 
 log = get_logger(__name__)
 
@@ -31,9 +42,14 @@ ANN_THRESHOLD = 100_000
 
 
 class DenseRetriever(StoredRetriever):
-    """Embeds documents once; a query costs one embedding and one matrix product."""
+    """Embeds documents once; a query costs one embedding and one matrix product.
+
+    Without an ``embedder``, one is built on first use by the core (``embedder_name``,
+    ``model``) on ``runtime`` (default: the process's), on the device its plan chose.
+    """
 
     name = "dense"
+    supports_add = True
 
     def __init__(
         self,
@@ -46,9 +62,10 @@ class DenseRetriever(StoredRetriever):
         ef_construction: int = 200,
         ef_search: int = 128,
         batch_size: int | None = None,
+        runtime: Runtime | None = None,
     ) -> None:
         self._embedder = embedder
-        self.embedder_name, self.model = embedder_name, model
+        self.embedder_name, self.model, self.runtime = embedder_name, model, runtime
         self.ann_threshold, self.hnsw_m = ann_threshold, hnsw_m
         self.ef_construction, self.ef_search = ef_construction, ef_search
         self.batch_size = batch_size
@@ -60,12 +77,17 @@ class DenseRetriever(StoredRetriever):
     @property
     def embedder(self) -> Embedder:
         if self._embedder is None:
-            self._embedder = make_embedder(self.embedder_name, self.model)
+            self._embedder = make_embedder(self.embedder_name, self.model, runtime=self.runtime)
         return self._embedder
 
     @property
     def uses_ann(self) -> bool:
         return self._hnsw is not None
+
+    @classmethod
+    def conformance_instance(cls, device: Device) -> DenseRetriever:
+        """For hwkit's conformance kit: the default torch embedder on the kit's device."""
+        return cls(embedder_on(device))
 
     # -- indexing ------------------------------------------------------------------------
     def index(self, docs: Iterable[Document]) -> None:
@@ -99,8 +121,7 @@ class DenseRetriever(StoredRetriever):
         if len(self.docs) < self.ann_threshold:
             self._hnsw = None
             return
-        import faiss
-
+        faiss = _faiss()
         index = faiss.IndexHNSWFlat(self.vectors.shape[1], self.hnsw_m, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = self.ef_construction
         index.add(np.ascontiguousarray(self.vectors, dtype=np.float32))
@@ -156,8 +177,7 @@ class DenseRetriever(StoredRetriever):
             allow_pickle=False,
         )
         if self._hnsw is not None:
-            import faiss
-
+            faiss = _faiss()
             faiss.write_index(self._hnsw, str(directory / HNSW))
 
     def read_vectors(self, directory: Path, manifest: Manifest) -> None:
@@ -168,8 +188,6 @@ class DenseRetriever(StoredRetriever):
             or vectors.ndim != 2
             or vectors.shape[0] != manifest.doc_count
         ):
-            from hwkit.errors import ConfigError
-
             raise ConfigError(
                 f"{directory}/{VECTORS}: shape {vectors.shape} {vectors.dtype}, "
                 f"expected ({manifest.doc_count}, dim) float32",
@@ -177,8 +195,7 @@ class DenseRetriever(StoredRetriever):
             )
         self.vectors = vectors
         if (directory / HNSW).is_file():
-            import faiss
-
+            faiss = _faiss()
             self._hnsw = faiss.read_index(str(directory / HNSW))
 
     @classmethod
@@ -189,10 +206,16 @@ class DenseRetriever(StoredRetriever):
         docs: DocTable,
         *,
         embedder: Embedder | None = None,
+        runtime: Runtime | None = None,
         **options: Any,
     ) -> DenseRetriever:
-        emb = embedder_for_index(manifest.embedder, directory, embedder, **options)
-        retriever = cls(emb, **manifest.options)
+        emb = embedder_for_index(manifest.embedder, directory, embedder, runtime=runtime, **options)
+        retriever = cls(emb, runtime=runtime, **manifest.options)
         retriever.docs = docs
         retriever.read_vectors(directory, manifest)
         return retriever
+
+
+def _faiss() -> Any:
+    """FAISS, or one line naming the extra that installs it."""
+    return require("faiss", purpose="approximate dense search (HNSW)")

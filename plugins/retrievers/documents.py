@@ -8,27 +8,16 @@ write them to a rejects file; duplicate ids and an empty corpus are errors.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
+from hwkit.atomic import write_jsonl_atomic
 from hwkit.errors import ConfigError, NotFoundError, UsageError
+from hwkit.rejects import Reject
 from hwkit.retriever import Document
 
-
-@dataclass(frozen=True)
-class Reject:
-    """A row that was not indexed, and why."""
-
-    reason: str
-    row: dict[str, Any]
-    line: int | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"reason": self.reason, "line": self.line, "row": self.row}
+NO_TEXT = "no text"
 
 
 @dataclass
@@ -38,6 +27,7 @@ class DocTable:
     ids: list[str] = field(default_factory=list)
     titles: list[str] = field(default_factory=list)
     texts: list[str] = field(default_factory=list)
+    _rows: dict[str, int] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -47,6 +37,23 @@ class DocTable:
         self.titles.extend(d.title for d in docs)
         self.texts.extend(d.text for d in docs)
 
+    def row(self, doc_id: str) -> int:
+        """The position of ``doc_id`` (NotFoundError when it is not indexed)."""
+        if len(self._rows) != len(self.ids):  # rows were appended since the last look-up
+            self._rows = {d: i for i, d in enumerate(self.ids)}
+        try:
+            return self._rows[doc_id]
+        except KeyError:
+            raise NotFoundError(
+                f"document {doc_id!r} is not in the index",
+                hint="ids come from search hits of this index",
+            ) from None
+
+    def documents(self, ids: Sequence[str]) -> list[Document]:
+        """The indexed documents with ``ids``, in that order."""
+        rows = [self.row(doc_id) for doc_id in ids]
+        return [Document(self.ids[i], self.texts[i], self.titles[i]) for i in rows]
+
     def content(self, i: int) -> str:
         """What is indexed and embedded for document ``i``."""
         return join_content(self.titles[i], self.texts[i])
@@ -55,9 +62,13 @@ class DocTable:
         return [self.content(i) for i in range(start, len(self.ids))]
 
     def write_jsonl(self, path: Path) -> None:
-        with path.open("w", encoding="utf-8") as fh:
-            for i, t, x in zip(self.ids, self.titles, self.texts, strict=True):
-                fh.write(json.dumps({"_id": i, "title": t, "text": x}, ensure_ascii=False) + "\n")
+        write_jsonl_atomic(
+            path,
+            (
+                {"_id": i, "title": t, "text": x}
+                for i, t, x in zip(self.ids, self.titles, self.texts, strict=True)
+            ),
+        )
 
     @classmethod
     def read_jsonl(cls, path: Path) -> DocTable:
@@ -98,7 +109,8 @@ def check_documents(
             )
         seen.add(doc.id)
         if not join_content(doc.title or "", doc.text or ""):
-            rejects.append(Reject("no text", {"_id": doc.id, "title": doc.title, "text": doc.text}))
+            record = {"_id": doc.id, "title": doc.title, "text": doc.text}
+            rejects.append(Reject(NO_TEXT, record, detail="neither title nor text"))
             continue
         kept.append(doc)
     if not kept:
@@ -151,7 +163,9 @@ def read_corpus(path: Path) -> tuple[list[Document], list[Reject]]:
             if not isinstance(title, str) or not isinstance(text, str):
                 raise ConfigError(f"{path}:{lineno}: fields 'title' and 'text' must be strings")
             if not join_content(title, text):
-                rejects.append(Reject("no text", row, lineno))
+                rejects.append(
+                    Reject(NO_TEXT, row, source=str(path), line=lineno, detail="no title or text")
+                )
                 continue
             meta = row.get("metadata") if isinstance(row.get("metadata"), dict) else {}
             docs.append(Document(doc_id, text, title, meta or {}))
@@ -159,18 +173,3 @@ def read_corpus(path: Path) -> tuple[list[Document], list[Reject]]:
         detail = f"; {len(rejects)} rows have no text" if rejects else ""
         raise UsageError(f"{path}: empty corpus, no document to index{detail}")
     return docs, rejects
-
-
-def write_rejects(path: Path, rejects: Sequence[Reject]) -> None:
-    """Write rejected rows as JSONL atomically (temp file, then ``os.replace``)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            for r in rejects:
-                fh.write(json.dumps(r.to_dict(), ensure_ascii=False) + "\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -1,52 +1,32 @@
 """Which embedder made an index's vectors, and getting one back when the index is loaded.
 
 Vectors are only comparable with query vectors from the same model, so the manifest
-records the embedder's name, model directory and a fingerprint of the model files;
-loading with a different model is refused instead of returning silent nonsense.
+records the embedder's name, model directory and the model's content digest
+(``hwkit.hashing.model_digest``); loading with a different model is refused instead of
+returning silent nonsense. Embedders are always built by the core
+(``hwkit.jobs.load_embedder``), which plans their device and dtype.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hwkit.embedder import Embedder
 from hwkit.errors import ConfigError, NotFoundError
+from hwkit.hashing import model_digest
+from hwkit.log import get_logger
 
-# Files that define what a model computes; READMEs and caches do not.
-_MODEL_SUFFIXES = (".json", ".txt", ".model", ".safetensors", ".bin")
-_FULL_HASH_LIMIT = 512 << 20  # bigger weight files: size + first and last 16 MiB
+if TYPE_CHECKING:
+    from hwkit.device import Device
+    from hwkit.runtime import Runtime
 
+log = get_logger(__name__)
 
-def model_fingerprint(model_dir: Path) -> str:
-    """sha256 over the model's config, tokenizer and weight files (names and contents)."""
-    root = Path(model_dir)
-    h = hashlib.sha256()
-    files = [
-        p
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-        and p.suffix in _MODEL_SUFFIXES
-        and not any(
-            part.startswith(".") or part in ("openvino", "onnx")
-            for part in p.relative_to(root).parts
-        )
-        and p.name != "README.md"
-    ]
-    for p in files:
-        size = p.stat().st_size
-        h.update(f"{p.relative_to(root).as_posix()}\0{size}\0".encode())
-        with p.open("rb") as fh:
-            if size <= _FULL_HASH_LIMIT:
-                while block := fh.read(1 << 20):
-                    h.update(block)
-            else:
-                h.update(fh.read(16 << 20))
-                fh.seek(size - (16 << 20))
-                h.update(fh.read())
-    return h.hexdigest()
+# How "fingerprint" was computed: 2 is hwkit.hashing.model_digest. Records without the
+# field were written by an older hwkit with another hash of the same files.
+FINGERPRINT_SCHEME = 2
 
 
 def embedder_identity(embedder: Embedder) -> dict[str, Any]:
@@ -58,17 +38,35 @@ def embedder_identity(embedder: Embedder) -> dict[str, Any]:
         "max_length": int(getattr(embedder, "max_length", 0) or 0),
         "model": str(model_path) if model_path is not None else None,
         "fingerprint": None,
+        "fingerprint_scheme": FINGERPRINT_SCHEME,
     }
     if model_path is not None and Path(model_path).is_dir():
-        info["fingerprint"] = model_fingerprint(Path(model_path))
+        info["fingerprint"] = model_digest(Path(model_path))
     return info
 
 
-def make_embedder(name: str = "torch", model: str | Path | None = None, **options: Any) -> Embedder:
-    """An embedder from the built-in plugin (imported here: it pulls in torch/openvino)."""
-    from hwkit.plugins.embedders import load_embedder
+def make_embedder(
+    name: str = "torch",
+    model: str | Path | None = None,
+    *,
+    runtime: Runtime | None = None,
+    **options: Any,
+) -> Embedder:
+    """The embedder registered as ``name``, built by the core on ``runtime`` (default: the
+    process's), on the device its ``embed`` plan chose."""
+    from hwkit import jobs
 
-    return load_embedder(name, model=model, **options)
+    return jobs.load_embedder(name, model, runtime=runtime, **options)
+
+
+def embedder_on(device: Device, name: str = "torch", *, runtime: Runtime | None = None) -> Embedder:
+    """The registered embedder ``name`` with its default model on a device the caller was
+    handed (the conformance kit's mock device), without a plan: float32."""
+    from hwkit.runtime import current
+
+    cls: Any = (runtime or current()).plugins.embedders.get(name)
+    embedder: Embedder = cls(device=device)
+    return embedder
 
 
 def int8_options(int8: str, docs: Sequence[Any] = ()) -> dict[str, Any]:
@@ -93,6 +91,14 @@ def check_compatible(recorded: dict[str, Any], embedder: Embedder, where: Path) 
             hint="load with the model the index was built with, or rebuild",
         )
     expected = recorded.get("fingerprint")
+    if expected and recorded.get("fingerprint_scheme") != FINGERPRINT_SCHEME:
+        log.warning(
+            "index model fingerprint not checked",
+            index=str(where),
+            reason="written by an older hwkit with another model hash",
+            hint="rebuild the index to record the current fingerprint",
+        )
+        return
     mine = embedder_identity(embedder).get("fingerprint")
     if expected and mine and expected != mine:
         raise ConfigError(
@@ -106,9 +112,12 @@ def embedder_for_index(
     recorded: dict[str, Any] | None,
     where: Path,
     embedder: Embedder | None = None,
+    *,
+    runtime: Runtime | None = None,
     **options: Any,
 ) -> Embedder:
-    """The given embedder (checked) or one rebuilt from the manifest's record."""
+    """The given embedder (checked) or one rebuilt from the manifest's record on
+    ``runtime``."""
     if recorded is None:
         raise ConfigError(f"{where}: manifest has no embedder record", hint="rebuild the index")
     if embedder is None:
@@ -118,8 +127,7 @@ def embedder_for_index(
                 f"{where}: the index's embedding model {model} is not on this machine",
                 hint="pass the same model directory (hwkit search --model PATH)",
             )
-        embedder = make_embedder(
-            options.pop("embedder_name", None) or recorded.get("name") or "torch", model, **options
-        )
+        name = options.pop("embedder_name", None) or recorded.get("name") or "torch"
+        embedder = make_embedder(name, model, runtime=runtime, **options)
     check_compatible(recorded, embedder, where)
     return embedder

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -23,10 +23,16 @@ from hwkit.embedder import Embedder
 from hwkit.errors import UsageError
 from hwkit.plugins.retrievers.bm25 import BM25Retriever, top_k
 from hwkit.plugins.retrievers.dense import DenseRetriever
-from hwkit.plugins.retrievers.documents import DocTable, Reject
+from hwkit.plugins.retrievers.documents import DocTable
+from hwkit.plugins.retrievers.embedding import embedder_for_index, embedder_on
 from hwkit.plugins.retrievers.fusion import convex, rrf
 from hwkit.plugins.retrievers.store import Manifest, StoredRetriever
+from hwkit.rejects import Reject
 from hwkit.retriever import Document, Hit
+
+if TYPE_CHECKING:
+    from hwkit.device import Device
+    from hwkit.runtime import Runtime
 
 DEFAULT_ALPHA = 0.5
 FUSIONS = ("convex", "rrf")
@@ -36,6 +42,7 @@ class HybridRetriever(StoredRetriever):
     """BM25 + dense with convex-combination (default) or reciprocal-rank fusion."""
 
     name = "hybrid"
+    supports_add = True
 
     def __init__(
         self,
@@ -49,6 +56,7 @@ class HybridRetriever(StoredRetriever):
         dense: dict[str, Any] | None = None,
         embedder_name: str = "torch",
         model: str | Path | None = None,
+        runtime: Runtime | None = None,
     ) -> None:
         if fusion not in FUSIONS:
             raise UsageError(
@@ -61,11 +69,16 @@ class HybridRetriever(StoredRetriever):
         self.fusion, self.alpha, self.rrf_k, self.depth = fusion, alpha, rrf_k, depth
         self.bm25 = BM25Retriever(**(bm25 or {}))
         self.dense = DenseRetriever(
-            embedder, embedder_name=embedder_name, model=model, **(dense or {})
+            embedder, embedder_name=embedder_name, model=model, runtime=runtime, **(dense or {})
         )
         self.docs = DocTable()
         self.rejects: list[Reject] = []
         self._share_docs()
+
+    @classmethod
+    def conformance_instance(cls, device: Device) -> HybridRetriever:
+        """For hwkit's conformance kit: the default torch embedder on the kit's device."""
+        return cls(embedder_on(device))
 
     def _share_docs(self) -> None:
         """Both halves index the same rows in the same order."""
@@ -158,15 +171,14 @@ class HybridRetriever(StoredRetriever):
         docs: DocTable,
         *,
         embedder: Embedder | None = None,
+        runtime: Runtime | None = None,
         **options: Any,
     ) -> HybridRetriever:
-        from hwkit.plugins.retrievers.embedding import embedder_for_index
-
         overrides: dict[str, Any] = {
             k: options.pop(k) for k in ("fusion", "alpha", "rrf_k", "depth") if k in options
         }
-        emb = embedder_for_index(manifest.embedder, directory, embedder, **options)
-        retriever = cls(emb, **{**manifest.options, **overrides})
+        emb = embedder_for_index(manifest.embedder, directory, embedder, runtime=runtime, **options)
+        retriever = cls(emb, runtime=runtime, **{**manifest.options, **overrides})
         retriever.docs = docs
         retriever._share_docs()
         bm = BM25Retriever.read_parts(

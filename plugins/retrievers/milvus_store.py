@@ -2,7 +2,9 @@
 
 The same client code talks to Milvus Lite (a local ``.db`` path: pymilvus starts the
 milvus-lite gRPC server in-process, used in tests), Milvus Standalone or Distributed
-(``uri="http://host:19530"``) and Zilliz Cloud (an https URI and a token). The token is
+(``uri="http://host:19530"``) and Zilliz Cloud (an https URI and a token). Without a URI
+(argument or ``HWKIT_MILVUS_URI``) the Milvus Lite file is ``milvus.db`` under the cache
+root (``hwkit.paths.cache_dir("milvus")``), never the working directory. The token is
 read from ``HWKIT_MILVUS_TOKEN`` when not passed and is never written to disk.
 
 The local index directory keeps the manifest, ids and texts; Milvus keeps the vectors
@@ -14,17 +16,29 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from hwkit.embedder import Embedder
 from hwkit.errors import ConfigError, UnavailableError, UsageError
+from hwkit.extras import is_available, require
 from hwkit.log import get_logger
-from hwkit.plugins.retrievers.documents import DocTable, Reject, check_documents
-from hwkit.plugins.retrievers.embedding import embedder_for_index, embedder_identity, make_embedder
+from hwkit.paths import cache_dir
+from hwkit.plugins.retrievers.documents import DocTable, check_documents
+from hwkit.plugins.retrievers.embedding import (
+    embedder_for_index,
+    embedder_identity,
+    embedder_on,
+    make_embedder,
+)
 from hwkit.plugins.retrievers.store import Manifest, StoredRetriever
+from hwkit.rejects import Reject
 from hwkit.retriever import Document, Hit
+
+if TYPE_CHECKING:
+    from hwkit.device import Device
+    from hwkit.runtime import Runtime
 
 log = get_logger(__name__)
 
@@ -32,12 +46,19 @@ TOKEN_ENV = "HWKIT_MILVUS_TOKEN"
 URI_ENV = "HWKIT_MILVUS_URI"
 ID_MAX_LENGTH = 512
 INSERT_BATCH = 1000
+LITE_FILE = "milvus.db"
+
+
+def default_uri() -> str:
+    """The Milvus Lite file hwkit uses when given no URI: under the cache root."""
+    return str(cache_dir("milvus") / LITE_FILE)
 
 
 class MilvusRetriever(StoredRetriever):
     """Vectors in a Milvus collection (inner product over unit vectors)."""
 
     name = "milvus"
+    supports_add = True
 
     def __init__(
         self,
@@ -50,10 +71,11 @@ class MilvusRetriever(StoredRetriever):
         model: str | Path | None = None,
         timeout: float = 10.0,
         batch_size: int | None = None,
+        runtime: Runtime | None = None,
     ) -> None:
         self._embedder = embedder
-        self.embedder_name, self.model = embedder_name, model
-        uri = uri or os.environ.get(URI_ENV) or "./milvus.db"
+        self.embedder_name, self.model, self.runtime = embedder_name, model, runtime
+        uri = uri or os.environ.get(URI_ENV) or default_uri()
         # A Milvus Lite file is recorded as an absolute path so the index loads from anywhere.
         self.uri = str(Path(uri).expanduser().resolve()) if uri.endswith(".db") else uri
         self._token = token if token is not None else os.environ.get(TOKEN_ENV, "")
@@ -62,22 +84,33 @@ class MilvusRetriever(StoredRetriever):
         self.rejects: list[Reject] = []
         self._client: Any = None
 
+    conformance_unavailable = "pymilvus and milvus-lite are not installed (hwkit[milvus])"
+
+    @classmethod
+    def conformance_instance(cls, device: Device) -> MilvusRetriever | None:
+        """For hwkit's conformance kit: Milvus Lite under the cache root, the default torch
+        embedder on the kit's device; None without pymilvus and milvus-lite."""
+        if not (is_available("pymilvus") and is_available("milvus_lite")):
+            return None
+        return cls(embedder_on(device))
+
     @property
     def embedder(self) -> Embedder:
         if self._embedder is None:
-            self._embedder = make_embedder(self.embedder_name, self.model)
+            self._embedder = make_embedder(self.embedder_name, self.model, runtime=self.runtime)
         return self._embedder
 
     @property
     def client(self) -> Any:
         """A connected MilvusClient; an unreachable server is an UnavailableError."""
         if self._client is None:
-            from pymilvus import MilvusClient
-
+            pymilvus = require("pymilvus", purpose="the milvus retriever")
             if self.uri.endswith(".db"):
                 Path(self.uri).parent.mkdir(parents=True, exist_ok=True)
             try:
-                self._client = MilvusClient(uri=self.uri, token=self._token, timeout=self.timeout)
+                self._client = pymilvus.MilvusClient(
+                    uri=self.uri, token=self._token, timeout=self.timeout
+                )
             except Exception as exc:
                 raise UnavailableError(
                     f"cannot reach Milvus at {self.uri}: {_short(exc)}",
@@ -178,13 +211,14 @@ class MilvusRetriever(StoredRetriever):
         embedder: Embedder | None = None,
         uri: str | None = None,
         token: str | None = None,
+        runtime: Runtime | None = None,
         **options: Any,
     ) -> MilvusRetriever:
-        emb = embedder_for_index(manifest.embedder, directory, embedder, **options)
+        emb = embedder_for_index(manifest.embedder, directory, embedder, runtime=runtime, **options)
         opts = dict(manifest.options)
         if uri:
             opts["uri"] = uri
-        retriever = cls(emb, token=token, **opts)
+        retriever = cls(emb, token=token, runtime=runtime, **opts)
         retriever.docs = docs
         if not retriever._call(
             "has_collection", retriever.client.has_collection, retriever.collection

@@ -2,42 +2,59 @@
 
 Any local sequence-classification model directory works (one logit: that is the score;
 two: the positive class's log-odds). Pairs longer than ``max_length`` tokens are
-truncated from the document side first. No pretrained cross-encoder ships offline with
-hwkit, so no reranking quality figure is claimed (docs/retrieval.md).
+truncated from the document side first. The cross-encoder is loaded through a ``rerank``
+plan (``hwkit.jobs.place``): on the planned device, in the planned dtype, scored in the
+planned micro-batches. No pretrained cross-encoder ships offline with hwkit, so no
+reranking quality figure is claimed (docs/retrieval.md).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from hwkit.errors import NotFoundError, UsageError
-from hwkit.plugins.retrievers.documents import DocTable, Reject
-from hwkit.plugins.retrievers.embedding import model_fingerprint
+from hwkit.hashing import model_digest
+from hwkit.plugins.retrievers.documents import DocTable
 from hwkit.plugins.retrievers.store import Manifest, StoredRetriever
+from hwkit.rejects import Reject
 from hwkit.retriever import Document, Hit
 
-FIRST_STAGE_DIR = "first_stage"
+if TYPE_CHECKING:
+    from hwkit.device import Device
+    from hwkit.plan import Plan
+    from hwkit.runtime import Runtime
+
+RERANK_MODEL_ENV = "HWKIT_RERANK_MODEL"
 
 
-def first_stage_class(name: str) -> type[StoredRetriever]:
-    from hwkit.plugins.retrievers import builtin_retrievers
+def first_stage_class(name: str, runtime: Runtime | None = None) -> type[StoredRetriever]:
+    """The first-stage retriever class registered as ``name`` in the runtime's registry."""
+    from hwkit.runtime import current
 
-    builtins = builtin_retrievers()
-    if name in builtins:
-        return builtins[name]
-    from hwkit.plugin_manager import load_plugins
-
-    return load_plugins().retrievers.get(name)
+    cls = (runtime or current()).plugins.retrievers.get(name)
+    if not issubclass(cls, StoredRetriever):
+        raise UsageError(
+            f"the rerank retriever's first stage must be an hwkit index retriever; {name!r} is not",
+            hint="use bm25, dense or hybrid as the first stage",
+        )
+    return cls
 
 
 class RerankRetriever(StoredRetriever):
-    """First stage (BM25 by default) then a cross-encoder scores (query, document) pairs."""
+    """First stage (BM25 by default) then a cross-encoder scores (query, document) pairs.
+
+    ``device``: a device the caller was handed (the conformance kit's mock device); the
+    model then runs there in float32. Without one the model goes where its ``rerank``
+    plan on ``runtime`` (default: the process's) puts it.
+    """
 
     name = "rerank"
+    supports_add = True  # adds to the first stage, which refuses when it cannot
 
     def __init__(
         self,
@@ -47,7 +64,8 @@ class RerankRetriever(StoredRetriever):
         top_n: int = 100,
         batch_size: int = 32,
         max_length: int = 512,
-        device: Any = None,
+        device: Device | None = None,
+        runtime: Runtime | None = None,
     ) -> None:
         self.model_path = Path(model)
         if not (self.model_path / "config.json").is_file():
@@ -63,7 +81,9 @@ class RerankRetriever(StoredRetriever):
             first_stage = BM25Retriever()
         self.first_stage = first_stage
         self.top_n, self.batch_size, self.max_length = top_n, batch_size, max_length
-        self._device = device
+        self.runtime = runtime
+        self.device: Device | None = device
+        self.plan: Plan | None = None
         self._model: Any = None
         self._tokenizer: Any = None
 
@@ -73,17 +93,19 @@ class RerankRetriever(StoredRetriever):
     )
 
     @classmethod
-    def conformance_instance(cls, device: Any) -> RerankRetriever | None:
+    def conformance_instance(cls, device: Device) -> RerankRetriever | None:
         """For hwkit's conformance kit: a reranker over BM25 with ``$HWKIT_RERANK_MODEL``."""
-        import os
-
-        model = os.environ.get("HWKIT_RERANK_MODEL")
+        model = os.environ.get(RERANK_MODEL_ENV)
         return cls(model, device=device) if model else None
 
     # The documents are the first stage's.
     @property
-    def docs(self) -> DocTable:  # type: ignore[override]  # read-only: the first stage's
+    def docs(self) -> DocTable:
         return self.first_stage.docs
+
+    @docs.setter
+    def docs(self, value: DocTable) -> None:
+        self.first_stage.docs = value
 
     @property
     def rejects(self) -> list[Reject]:
@@ -93,19 +115,46 @@ class RerankRetriever(StoredRetriever):
     def rejects(self, value: list[Reject]) -> None:
         self.first_stage.rejects = value
 
+    def _seq_len(self, positions: int) -> int:
+        return min(self.max_length, positions)
+
     def _load_model(self) -> None:
+        """Tokenizer and model, the model in the plan's dtype on the plan's device."""
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         self._tokenizer = AutoTokenizer.from_pretrained(str(self.model_path), local_files_only=True)
+        dtype = "float32"
+        if self.device is None:
+            self.plan = self._place()
+            dtype = self.plan.dtype
+        assert self.device is not None  # handed in, or set by _place
         model = AutoModelForSequenceClassification.from_pretrained(
-            str(self.model_path), local_files_only=True
+            str(self.model_path),
+            local_files_only=True,
+            use_safetensors=True,
+            dtype=getattr(torch, dtype),
         )
         model.eval()
-        if self._device is not None and hasattr(self._device, "place"):
-            model = self._device.place(model)
-        self._model = model
+        self._model = self.device.place(model)
         self._torch = torch
+
+    def _place(self) -> Plan:
+        """Plan a ``rerank`` job for the cross-encoder and take its device."""
+        from hwkit import jobs
+        from hwkit.allocator import Job, ModelSpec
+
+        spec = ModelSpec.from_pretrained(self.model_path)
+        job = Job(
+            "rerank",
+            spec,
+            seq_len=self._seq_len(spec.max_positions),
+            effective_batch=self.batch_size,
+            runtimes=("transformers",),
+        )
+        placement = jobs.place(job, self.runtime)
+        self.device = placement.device
+        return placement.plan
 
     def index(self, docs: Iterable[Document]) -> None:
         self.first_stage.index(docs)
@@ -118,22 +167,22 @@ class RerankRetriever(StoredRetriever):
         if self._model is None:
             self._load_model()
         torch = self._torch
-        param = next(self._model.parameters())
+        assert self.device is not None
+        target = self.device.torch_device()
+        batch = self.plan.micro_batch if self.plan is not None else self.batch_size
         out: list[np.ndarray] = []
         with torch.inference_mode():
-            for start in range(0, len(texts), self.batch_size):
-                chunk = texts[start : start + self.batch_size]
+            for start in range(0, len(texts), batch):
+                chunk = texts[start : start + batch]
                 enc = self._tokenizer(
                     [query] * len(chunk),
                     chunk,
                     padding=True,
                     truncation="longest_first",
-                    max_length=min(self.max_length, self._tokenizer.model_max_length),
+                    max_length=self._seq_len(self._tokenizer.model_max_length),
                     return_tensors="pt",
                 )
-                logits = self._model(
-                    **{k: v.to(param.device) for k, v in enc.items()}
-                ).logits.float()
+                logits = self._model(**{k: v.to(target) for k, v in enc.items()}).logits.float()
                 score = logits[:, 0] if logits.shape[1] == 1 else logits[:, -1] - logits[:, 0]
                 out.append(score.cpu().numpy())
         return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
@@ -142,8 +191,7 @@ class RerankRetriever(StoredRetriever):
         first = self.first_stage.search(query, k=max(k, self.top_n))
         if not first:
             return []
-        rows = {doc_id: i for i, doc_id in enumerate(self.docs.ids)}
-        texts = [self.docs.content(rows[h.id]) for h in first]
+        texts = [self.docs.content(self.docs.row(h.id)) for h in first]
         scores = self.score_pairs(query, texts)
         order = np.argsort(-scores, kind="stable")[:k]
         return [Hit(first[i].id, float(scores[i])) for i in order]
@@ -155,7 +203,7 @@ class RerankRetriever(StoredRetriever):
     def options(self) -> dict[str, Any]:
         return {
             "model": str(self.model_path),
-            "model_fingerprint": model_fingerprint(self.model_path),
+            "model_fingerprint": model_digest(self.model_path),
             "top_n": self.top_n,
             "batch_size": self.batch_size,
             "max_length": self.max_length,
@@ -174,11 +222,12 @@ class RerankRetriever(StoredRetriever):
         cls, directory: Path, manifest: Manifest, docs: DocTable, **kwargs: Any
     ) -> RerankRetriever:
         opts = dict(manifest.options)
-        stage_cls = first_stage_class(opts.pop("first_stage"))
+        runtime: Runtime | None = kwargs.get("runtime")
+        stage_cls = first_stage_class(opts.pop("first_stage"), runtime)
         stage_manifest = Manifest(
             **{**manifest.__dict__, "options": opts.pop("first_stage_options")}
         )
         stage = stage_cls.read_parts(directory, stage_manifest, docs, **kwargs)
         stage.rejects = []
         opts.pop("model_fingerprint", None)
-        return cls(opts.pop("model"), stage, **opts)
+        return cls(opts.pop("model"), stage, runtime=runtime, **opts)

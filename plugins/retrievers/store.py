@@ -18,7 +18,7 @@ mismatch with a one-line error.
 
 from __future__ import annotations
 
-import hashlib
+import dataclasses
 import json
 import os
 import shutil
@@ -30,10 +30,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from hwkit.atomic import write_text_atomic
 from hwkit.errors import ConfigError, NotFoundError, UsageError
+from hwkit.hashing import file_digest
 from hwkit.log import get_logger
-from hwkit.plugins.retrievers.documents import DocTable, Reject, check_documents, write_rejects
+from hwkit.plugins.retrievers.documents import DocTable, check_documents
+from hwkit.rejects import Reject, read_rejects, write_rejects
 from hwkit.retriever import Document, Retriever
+
+if TYPE_CHECKING:
+    from hwkit.runtime import Runtime
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -62,14 +68,6 @@ class Manifest:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _hwkit_version() -> str:
     from importlib import metadata
 
@@ -81,7 +79,7 @@ def _hwkit_version() -> str:
 
 def _checksums(root: Path) -> dict[str, str]:
     return {
-        p.relative_to(root).as_posix(): sha256_file(p)
+        p.relative_to(root).as_posix(): file_digest(p)
         for p in sorted(root.rglob("*"))
         if p.is_file() and p.name != MANIFEST
     }
@@ -128,7 +126,7 @@ def write_index(
             hwkit_version=_hwkit_version(),
             extra=extra or {},
         )
-        (tmp / MANIFEST).write_text(manifest.to_json(), encoding="utf-8")
+        write_text_atomic(tmp / MANIFEST, manifest.to_json())
         _swap_in(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -186,7 +184,7 @@ def read_manifest(path: Path, *, verify: bool = True) -> Manifest:
                     f"{path}: file {rel} listed in the manifest is missing",
                     hint="rebuild the index",
                 )
-            got = sha256_file(f)
+            got = file_digest(f)
             if got != expected:
                 raise ConfigError(
                     f"{path}: checksum mismatch for {rel} "
@@ -196,23 +194,23 @@ def read_manifest(path: Path, *, verify: bool = True) -> Manifest:
     return manifest
 
 
-def read_rejects(path: Path) -> list[dict[str, Any]]:
-    f = Path(path) / REJECTS
-    if not f.is_file():
-        return []
-    return [json.loads(line) for line in f.read_text(encoding="utf-8").splitlines() if line]
+def read_index_rejects(path: Path) -> list[Reject]:
+    """The rejects an index directory lists. Indexes written before hwkit.rejects kept the
+    rejected input under ``"row"``; it is read back as the reject's ``record``."""
+    return [_upgrade(r) for r in read_rejects(Path(path) / REJECTS)]
+
+
+def _upgrade(reject: Reject) -> Reject:
+    if isinstance(reject.row, dict):  # old format: "row" held the record, not a row number
+        return dataclasses.replace(reject, record=reject.row, row=None)
+    return reject
 
 
 class StoredRetriever(Retriever):
     """A retriever saved as an hwkit index directory; subclasses write and read their parts."""
 
-    name: str
     docs: DocTable
     rejects: list[Reject]
-
-    if TYPE_CHECKING:  # every built-in stored retriever has it; declared for the type checker only
-
-        def add(self, docs: Iterable[Document]) -> None: ...
 
     def _replace_docs(self, docs: Iterable[Document]) -> None:
         """Start over with ``docs``: keep the valid ones, record the rest as rejects."""
@@ -229,6 +227,9 @@ class StoredRetriever(Retriever):
         start = len(self.docs)
         self.docs.extend(kept)
         return start
+
+    def documents(self, ids: Sequence[str]) -> list[Document]:
+        return self.docs.documents(ids)
 
     @abstractmethod
     def options(self) -> dict[str, Any]:
@@ -274,21 +275,24 @@ class StoredRetriever(Retriever):
                 f"{path}: {DOCS} has {len(docs)} rows, manifest says {manifest.doc_count}"
             )
         retriever = cls.read_parts(path, manifest, docs, **kwargs)
-        retriever.rejects = [
-            Reject(r["reason"], r["row"], r.get("line")) for r in read_rejects(path)
-        ]
+        retriever.rejects = read_index_rejects(path)
         return retriever
 
     def __len__(self) -> int:
         return len(self.docs)
 
 
-def open_index(path: Path, *, verify: bool = True, **kwargs: Any) -> Retriever:
-    """Load any index directory with the retriever its manifest names (plugins included)."""
-    from hwkit.plugin_manager import load_plugins
+def open_index(
+    path: Path, *, verify: bool = True, runtime: Runtime | None = None, **kwargs: Any
+) -> Retriever:
+    """Load any index directory with the retriever its manifest names, from the runtime's
+    registry (plugins included); an embedder it needs is built on ``runtime`` (default:
+    the process's)."""
+    from hwkit.runtime import current
 
+    rt = runtime or current()
     manifest = read_manifest(path, verify=False)
-    cls = load_plugins().retrievers.get(manifest.retriever)
+    cls = rt.plugins.retrievers.get(manifest.retriever)
     if isinstance(cls, type) and issubclass(cls, StoredRetriever):
-        return cls.load(Path(path), verify=verify, **kwargs)
+        return cls.load(Path(path), verify=verify, runtime=rt, **kwargs)
     return cls.load(Path(path))

@@ -12,7 +12,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from hwkit.errors import UsageError
+from hwkit.errors import ConfigError, NotFoundError, UsageError
 from hwkit.inference import (
     FinishReason,
     GenerationParams,
@@ -34,11 +34,30 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 
 
+def load_config(model: ResolvedModel) -> dict[str, Any]:
+    """The (base) model's ``config.json``, read without loading weights."""
+    import json
+
+    path = model.weights_dir / "config.json"
+    try:
+        config: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the model config: {exc}") from None
+    return config
+
+
 def load_tokenizer(model: ResolvedModel) -> Any:
     """The model's tokenizer (the run's own when it saved one), with a pad token."""
     from transformers import AutoTokenizer
 
+    from hwkit.models import TOKENIZER_FILES
+
     folder = model.tokenizer_dir or model.weights_dir
+    if not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        raise NotFoundError(
+            f"model directory {str(folder)!r} has no tokenizer ({TOKENIZER_FILES[0]})",
+            hint="copy the tokenizer files next to config.json",
+        )
     tok = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
@@ -109,17 +128,26 @@ class TransformersGenerator(Generator):
         self.device = device
         self.lock = threading.Lock()
 
+    @property
+    def context(self) -> tuple[int, str]:
+        """Tokens a sequence may hold, and whose limit that is: the model's, or the plan's
+        when its KV-cache estimate was made for fewer."""
+        limit = int(getattr(self.model.config, "max_position_embeddings", 2048) or 2048)
+        if self.plan.max_seq_len < limit:
+            return self.plan.max_seq_len, "planned"
+        return limit, "model's"
+
     def prompt(self, messages: Sequence[Message], max_new_tokens: int) -> Prompt:
         """Render ``messages`` with the chat template; refuse prompts over the context."""
         tok = self.tokenizer
         text = tok.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
         ids = tok(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
         n = int(ids.shape[1])
-        ctx = int(getattr(self.model.config, "max_position_embeddings", 2048) or 2048)
+        ctx, whose = self.context
         if n + max_new_tokens > ctx:
             raise UsageError(
-                f"prompt of {n} tokens plus max_tokens {max_new_tokens} exceeds the model's "
-                f"context of {ctx}",
+                f"prompt of {n} tokens plus max_tokens {max_new_tokens} exceeds the "
+                f"{whose} context of {ctx}",
                 hint="send fewer messages or lower max_tokens",
             )
         return Prompt(ids, n, max_new_tokens)

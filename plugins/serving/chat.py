@@ -26,7 +26,7 @@ def chat_loop(
 ) -> None:
     """Read a line, stream the reply, repeat (``/exit`` or end of input stops).
 
-    ``keep`` bounds the history sent with each turn (``server_sessions.trim_history``).
+    ``keep`` bounds the history sent with each turn (``sessions.trim_history``).
     """
     if keep < 1:
         # history[-0:] is the whole list, so 0 would silently mean "keep everything".
@@ -63,14 +63,15 @@ def _prompts(out: TextIO) -> Iterator[str]:
 
 
 def _remote(url: str, token: str | None, model: str, max_tokens: int) -> Responder:
-    from openai import OpenAI
+    from hwkit.extras import require
 
-    client = OpenAI(base_url=url, api_key=token or "none", max_retries=0)
+    openai = require("openai", purpose="hwkit chat --url")
+    client = openai.OpenAI(base_url=url, api_key=token or "none", max_retries=0)
 
     def respond(messages: list[Message]) -> Iterator[str]:
         stream = client.chat.completions.create(
             model=model,
-            messages=messages,  # type: ignore[arg-type]
+            messages=messages,
             max_tokens=max_tokens,
             stream=True,
         )
@@ -83,13 +84,15 @@ def _remote(url: str, token: str | None, model: str, max_tokens: int) -> Respond
 
 
 def _local(model: str, max_tokens: int) -> Responder:
-    from hwkit.plugins.serving import generate as gen
-    from hwkit.plugins.serving.pool import ModelPool, default_budget
+    """The model loaded through its ``generate`` plan on the process's runtime; greedy."""
+    from hwkit.inference import GenerationParams
+    from hwkit.jobs import load_generator
 
-    loaded = ModelPool({model: model}, default_budget()).get(model)
+    generator = load_generator(model)
+    params = GenerationParams(max_new_tokens=max_tokens)
 
     def respond(messages: list[Message]) -> Iterator[str]:
-        prompt = gen.build_prompt(loaded.tokenizer, loaded.model, messages, max_tokens)
-        yield from gen.stream(loaded.model, loaded.tokenizer, prompt)
+        prompt = generator.prompt(messages, max_tokens)
+        yield from generator.stream(prompt, params)
 
     return respond

@@ -9,6 +9,8 @@ from pathlib import Path
 import typer
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
+# ServeConfig fields whose flag is not the field's name
+FLAGS = {"models": "--model", "max_tokens_limit": "--max-tokens", "personas_file": "--personas"}
 
 
 def _models(specs: list[str]) -> dict[str, str]:
@@ -40,9 +42,14 @@ def register(app: typer.Typer) -> None:
             None, "--token", help="bearer token (or HWKIT_SERVE_TOKEN); required off localhost"
         ),
         memory_budget: str | None = typer.Option(
-            None, "--memory-budget", help="weights kept loaded, e.g. 2GiB (default: half of free)"
+            None,
+            "--memory-budget",
+            help="cap on the loaded models' planned bytes, e.g. 2GiB (default: each "
+            "device's plan budget only)",
         ),
-        dtype: str = typer.Option("float32", "--dtype", help="float32 | bfloat16 | float16"),
+        dtype: str | None = typer.Option(
+            None, "--dtype", help="float32 | bfloat16 | float16 (default: each model's plan)"
+        ),
         session_messages: int = typer.Option(10, "--session-messages"),
         max_queue: int = typer.Option(8, "--max-queue", help="queued + running; 429 beyond"),
         workers: int = typer.Option(1, "--workers", help="generations at once"),
@@ -55,9 +62,11 @@ def register(app: typer.Typer) -> None:
         """Serve models over an OpenAI-compatible HTTP API (/v1/chat/completions)."""
         from pydantic import ValidationError
 
-        from hwkit.errors import ConfigError
-        from hwkit.plugins.serving.server import TOKEN_ENV, ServeConfig, check_bind, serve
-        from hwkit.plugins.serving.pool import default_budget, parse_size, paths_exist
+        from hwkit.errors import UsageError
+        from hwkit.plugins.serving.app import serve
+        from hwkit.plugins.serving.config import TOKEN_ENV, ServeConfig, check_bind, parse_size
+        from hwkit.plugins.serving.pool import check_sources
+        from hwkit.runtime import current
 
         try:
             config = ServeConfig(
@@ -65,7 +74,7 @@ def register(app: typer.Typer) -> None:
                 host=host,
                 port=port,
                 token=token or os.environ.get(TOKEN_ENV) or None,
-                memory_budget=parse_size(memory_budget) if memory_budget else default_budget(),
+                memory_budget=parse_size(memory_budget) if memory_budget else None,
                 dtype=dtype,
                 session_messages=session_messages,
                 max_queue=max_queue,
@@ -76,11 +85,14 @@ def register(app: typer.Typer) -> None:
                 personas_file=personas,
                 default_persona=persona,
             )
-        except (ValidationError, ValueError) as exc:
-            raise ConfigError(f"hwkit serve: {exc}".splitlines()[0]) from exc
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            field = str(first["loc"][0]) if first["loc"] else "config"
+            flag = FLAGS.get(field, "--" + field.replace("_", "-"))
+            raise UsageError(f"hwkit serve {flag}: {first['msg']}") from None
         check_bind(config)
-        paths_exist(config.models)
-        serve(config)
+        check_sources(config.models)
+        serve(config, current())
 
     @app.command("chat")
     def chat_cmd(
@@ -94,11 +106,12 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Chat in the terminal with a local model or a running server; streams replies."""
         from hwkit.plugins.serving.chat import chat_loop
+        from hwkit.plugins.serving.config import TOKEN_ENV
 
         chat_loop(
             model=model,
             url=url,
-            token=token or os.environ.get("HWKIT_SERVE_TOKEN"),
+            token=token or os.environ.get(TOKEN_ENV),
             system=system,
             message=message,
             max_tokens=max_tokens,

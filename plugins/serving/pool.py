@@ -1,65 +1,84 @@
-"""Models the chat server holds: loaded on first use, kept under a memory budget, the least
-recently used unloaded first.
+"""The models a server holds: each loaded on first use through its ``generate`` plan, placed
+where it fits next to the others, the least recently used unloaded when nothing fits.
 
-Weight memory per model comes from the allocator's ``ModelSpec`` (config.json sizes, never
-the weights) times the bytes of the serving dtype, plus the adapter file if any.
+Every model loads with :func:`hwkit.jobs.load_generator`, which plans it (device, dtype,
+runtime) and loads it with the runtime the plan names. The pool keeps, per device, the bytes
+the loaded models' plans take (``plan.estimate.total``) and passes them as ``reserved``, so
+the allocator places the next model where there is room. An optional ``budget`` caps the
+planned bytes of all loaded models together (``--memory-budget``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hwkit.errors import NoFitError, UnknownNameError
 from hwkit.log import get_logger
 
+if TYPE_CHECKING:
+    from hwkit.inference import Generator
+    from hwkit.plan import Plan
+    from hwkit.runtime import Runtime
+
 log = get_logger(__name__)
 
-DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+MiB = 2**20
+
+
+class OverBudgetError(NoFitError):
+    """The model's plan alone is over the serving budget: unloading others cannot help."""
 
 
 @dataclass
-class LoadedModel:
-    """A model ready to generate: its torch module, tokenizer and a lock (one at a time)."""
+class Loaded:
+    """A loaded model and the requests using it (it is closed once evicted and unused)."""
 
     name: str
-    model: Any
-    tokenizer: Any
-    bytes: int
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    generator: Generator
+    users: int = 0
+    evicted: bool = False
     loaded_at: float = field(default_factory=time.time)
 
+    @property
+    def plan(self) -> Plan:
+        return self.generator.plan
 
-def estimate_bytes(source: str, dtype: str = "float32") -> int:
-    """Weights in memory for ``source`` (a model name, HF directory or LoRA run directory)."""
-    from hwkit.allocator import ModelSpec
-    from hwkit.plugins.exporters.source import resolve_source
-
-    src = resolve_source(source)
-    spec = ModelSpec.from_config_file(src.base / "config.json")
-    total = spec.param_count * DTYPE_BYTES[dtype]
-    if src.adapter is not None:
-        total += sum(p.stat().st_size for p in src.adapter.glob("adapter_model*.safetensors"))
-    return int(total)
+    @property
+    def bytes(self) -> int:
+        return self.generator.plan.estimate.total
 
 
 class ModelPool:
-    """Name -> source mapping; loads lazily, evicts least-recently-used to fit ``budget``."""
+    """Served name -> model source; loads lazily through plans, evicts least recently used.
 
-    def __init__(self, sources: dict[str, str], budget_bytes: int, dtype: str = "float32") -> None:
-        if dtype not in DTYPE_BYTES:
-            raise ValueError(f"dtype {dtype!r} not in {sorted(DTYPE_BYTES)}")
+    ``runtime`` is the caller's (the CLI passes the process's, tests a mock one); ``dtype``
+    overrides every plan's dtype; ``budget`` caps the loaded models' planned bytes.
+    """
+
+    def __init__(
+        self,
+        sources: dict[str, str],
+        runtime: Runtime,
+        *,
+        budget: int | None = None,
+        dtype: str | None = None,
+    ) -> None:
         self.sources = dict(sources)
-        self.budget = int(budget_bytes)
+        self.runtime = runtime
+        self.budget = budget
         self.dtype = dtype
-        self._loaded: OrderedDict[str, LoadedModel] = OrderedDict()
+        self._loaded: OrderedDict[str, Loaded] = OrderedDict()
+        self._evicted: list[Loaded] = []  # unloaded from the pool, still in use
         self._lock = threading.Lock()
         self.evictions: list[str] = []
 
+    # -- what is loaded ---------------------------------------------------------------------
     def names(self) -> list[str]:
         return list(self.sources)
 
@@ -69,89 +88,165 @@ class ModelPool:
             return list(self._loaded)
 
     def used_bytes(self) -> int:
+        """Planned bytes of the loaded models, all devices together."""
         with self._lock:
             return sum(m.bytes for m in self._loaded.values())
 
-    def get(self, name: str) -> LoadedModel:
-        """The loaded model, loading it (and evicting others) if needed."""
+    def reserved(self) -> dict[str, int]:
+        """Planned bytes per device id: what the next plan must leave room for."""
+        with self._lock:
+            return self._reserved()
+
+    def _reserved(self) -> dict[str, int]:
+        per_device: dict[str, int] = {}
+        for m in self._loaded.values():
+            per_device[m.plan.device] = per_device.get(m.plan.device, 0) + m.bytes
+        return per_device
+
+    def placements(self) -> dict[str, dict[str, Any]]:
+        """Where each loaded model is and why (``/health``)."""
+        with self._lock:
+            return {name: _placement(m) for name, m in self._loaded.items()}
+
+    # -- using a model ----------------------------------------------------------------------
+    def get(self, name: str) -> Generator:
+        """The loaded model, loading it (and evicting others) if needed.
+
+        The pool may close it when another model needs the room; a caller that generates
+        while others load holds it with :meth:`lease` instead.
+        """
+        with self._lock:
+            return self._entry(name).generator
+
+    def acquire(self, name: str) -> Generator:
+        """Like :meth:`get`, and the model stays open until :meth:`release`."""
+        with self._lock:
+            entry = self._entry(name)
+            entry.users += 1
+            return entry.generator
+
+    def release(self, generator: Generator) -> None:
+        """The end of an :meth:`acquire`; an evicted model is closed by its last user."""
+        with self._lock:
+            for entry in [*self._loaded.values(), *self._evicted]:
+                if entry.generator is generator:
+                    entry.users -= 1
+                    if entry.evicted and entry.users == 0:
+                        self._close(entry)
+                    return
+
+    @contextlib.contextmanager
+    def lease(self, name: str) -> Iterator[Generator]:
+        generator = self.acquire(name)
+        try:
+            yield generator
+        finally:
+            self.release(generator)
+
+    def close(self) -> None:
+        """Unload every model (server shutdown)."""
+        with self._lock:
+            while self._loaded:
+                self._evict_lru(reason="shutdown")
+
+    # -- loading and evicting (under the lock) -----------------------------------------------
+    def _entry(self, name: str) -> Loaded:
         if name not in self.sources:
             raise UnknownNameError("model", name, self.names())
-        with self._lock:
-            if name in self._loaded:
-                self._loaded.move_to_end(name)
-                return self._loaded[name]
-            need = estimate_bytes(self.sources[name], self.dtype)
-            if need > self.budget:
-                raise NoFitError(
-                    f"model {name!r} needs ~{need / 2**20:.0f} MiB, over the serving budget "
-                    f"of {self.budget / 2**20:.0f} MiB",
-                    hint="raise --memory-budget or serve a smaller dtype",
+        if name in self._loaded:
+            self._loaded.move_to_end(name)
+            return self._loaded[name]
+        entry = Loaded(name, self._load(name))
+        self._loaded[name] = entry
+        return entry
+
+    def _load(self, name: str) -> Generator:
+        """Plan and load ``name``; unload the least recently used model and plan again while
+        no device has room for it."""
+        from hwkit.jobs import load_generator
+
+        while True:
+            start = time.perf_counter()
+            try:
+                generator = load_generator(
+                    self.sources[name],
+                    runtime=self.runtime,
+                    reserved=self._reserved(),
+                    dtype=self.dtype,
+                    before_load=lambda plan: self._make_room(name, plan),
                 )
-            while self._loaded and sum(m.bytes for m in self._loaded.values()) + need > self.budget:
-                old_name, old = self._loaded.popitem(last=False)
-                with old.lock:  # wait for a generation in flight on it to finish
-                    pass
-                self.evictions.append(old_name)
-                log.info("serve.evict", model=old_name, freed_mib=round(old.bytes / 2**20))
-                del old
-            loaded = self._load(name, need)
-            self._loaded[name] = loaded
-            return loaded
+            except OverBudgetError:
+                raise
+            except NoFitError as exc:
+                if self._loaded:
+                    self._evict_lru(reason=f"no device has room for {name!r}")
+                    continue
+                raise NoFitError(
+                    f"model {name!r} fits on no device, with no other model loaded: {exc.message}",
+                    hint=exc.hint or "serve a smaller model or free device memory",
+                ) from exc
+            plan = generator.plan
+            log.info(
+                "serve.load",
+                model=name,
+                device=plan.device,
+                runtime=plan.runtime,
+                dtype=plan.dtype,
+                planned_mib=round(plan.estimate.total / MiB),
+                seconds=round(time.perf_counter() - start, 2),
+            )
+            return generator
 
-    def _load(self, name: str, need: int) -> LoadedModel:
-        import gc
+    def _make_room(self, name: str, plan: Plan) -> None:
+        """Before any weight is read: keep the loaded models under ``budget``."""
+        if self.budget is None:
+            return
+        need = plan.estimate.total
+        if need > self.budget:
+            raise OverBudgetError(
+                f"model {name!r} needs ~{need / MiB:.0f} MiB as planned on {plan.device}, over "
+                f"the serving budget of {self.budget / MiB:.0f} MiB",
+                hint="raise --memory-budget or serve a smaller dtype",
+            )
+        while self._loaded and sum(m.bytes for m in self._loaded.values()) + need > self.budget:
+            self._evict_lru(reason=f"the budget has no room for {name!r}")
 
-        import torch
+    def _evict_lru(self, reason: str) -> None:
+        old_name, old = self._loaded.popitem(last=False)
+        old.evicted = True
+        self.evictions.append(old_name)
+        log.info("serve.evict", model=old_name, freed_mib=round(old.bytes / MiB), reason=reason)
+        if old.users == 0:
+            self._close(old)
+        else:
+            self._evicted.append(old)
 
-        from hwkit.plugins.exporters.source import resolve_source
-
-        gc.collect()
-        src = resolve_source(self.sources[name])
-        start = time.perf_counter()
-        model = src.load_model(dtype=getattr(torch, self.dtype))
-        tokenizer = src.load_tokenizer()
-        log.info(
-            "serve.load",
-            model=name,
-            mib=round(need / 2**20),
-            seconds=round(time.perf_counter() - start, 2),
-        )
-        return LoadedModel(name, model, tokenizer, need)
+    def _close(self, entry: Loaded) -> None:
+        with entry.generator.lock:  # a generation still running on it finishes first
+            entry.generator.close()
+        if entry in self._evicted:
+            self._evicted.remove(entry)
 
 
-def parse_size(text: str | int) -> int:
-    """``"600MB"``, ``"2GiB"``, ``"1.5G"`` or a byte count to bytes."""
-    if isinstance(text, int):
-        return text
-    s = text.strip().upper().replace(" ", "")
-    units = {
-        "KIB": 2**10,
-        "MIB": 2**20,
-        "GIB": 2**30,
-        "KB": 10**3,
-        "MB": 10**6,
-        "GB": 10**9,
-        "K": 2**10,
-        "M": 2**20,
-        "G": 2**30,
-        "B": 1,
+def _placement(entry: Loaded) -> dict[str, Any]:
+    plan = entry.plan
+    return {
+        "device": plan.device,
+        "device_name": plan.device_name,
+        "runtime": plan.runtime,
+        "dtype": plan.dtype,
+        "quantization": plan.quantization,
+        "planned_bytes": plan.estimate.total,
+        "reasons": {
+            key: plan.reasons[key] for key in ("device", "runtime", "dtype") if key in plan.reasons
+        },
+        "loaded_at": entry.loaded_at,
     }
-    for unit, mult in units.items():
-        if s.endswith(unit):
-            return int(float(s[: -len(unit)]) * mult)
-    return int(float(s))
 
 
-def default_budget() -> int:
-    """Half of the memory available now: the server shares the machine."""
-    import psutil
+def check_sources(sources: dict[str, str]) -> None:
+    """Fail at start-up, not on first request, when a served model cannot be resolved."""
+    from hwkit.models import resolve
 
-    return int(psutil.virtual_memory().available * 0.5)
-
-
-def paths_exist(sources: dict[str, str]) -> None:
-    """Fail at start-up, not on first request, when a served path is missing."""
-    from hwkit.plugins.exporters.source import resolve_source
-
-    for src in sources.values():
-        resolve_source(Path(src) if Path(src).exists() else src)
+    for source in sources.values():
+        resolve(source)

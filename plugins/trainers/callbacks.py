@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 from transformers import TrainerCallback
 
-from hwkit.log import get_logger
 from hwkit.checkpoints import mark_complete, rotate
+from hwkit.log import get_logger
 from hwkit.plugins.trainers.metrics import TokenCounter, _plain
 
 if TYPE_CHECKING:

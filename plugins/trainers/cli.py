@@ -30,15 +30,23 @@ def train(
     json_output: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Train with a registered trainer under the allocator's plan."""
-    if profile:
-        os.environ["HWKIT_PROFILE"] = profile
     if nproc > 1 and "LOCAL_RANK" not in os.environ:
-        _launch(name, config, resume=resume, nproc=nproc, out=out, max_steps=max_steps)
+        _launch(
+            name,
+            config,
+            resume=resume,
+            nproc=nproc,
+            profile=profile,
+            out=out,
+            max_steps=max_steps,
+        )
         return
+    from hwkit.jobs import train as run_training
+    from hwkit.jobs import world
     from hwkit.plugins.trainers.config import load_config
-    from hwkit.runtime import Runtime
+    from hwkit.runtime import current
 
-    runtime = Runtime.load()
+    runtime = current().with_profile(profile)
     trainer_cls = runtime.plugins.trainers.get(name)
     overrides: dict[str, Any] = {}
     if out is not None:
@@ -46,9 +54,8 @@ def train(
     if max_steps is not None:
         overrides["max_steps"] = max_steps
     cfg = load_config(trainer_cls.config_model, config, overrides=overrides)
-    trainer = trainer_cls()
-    result = trainer.run(cfg, runtime=runtime, resume=resume)
-    if int(os.environ.get("RANK", "0")) != 0:
+    result = run_training(trainer_cls(), cfg, runtime=runtime, resume=resume)
+    if world()[0] != 0:
         return
     summary = {
         "trainer": name,
@@ -74,9 +81,17 @@ def train(
 
 
 def _launch(
-    name: str, config: Path, *, resume: bool, nproc: int, out: Path | None, max_steps: int | None
+    name: str,
+    config: Path,
+    *,
+    resume: bool,
+    nproc: int,
+    profile: str | None,
+    out: Path | None,
+    max_steps: int | None,
 ) -> None:
-    """Re-run this command in ``nproc`` processes under torchrun (single node, standalone)."""
+    """Re-run this command in ``nproc`` processes under torchrun (single node, standalone);
+    the options travel on the command line, never through the environment."""
     cmd = [
         sys.executable,
         "-m",
@@ -91,6 +106,8 @@ def _launch(
     ]
     if resume:
         cmd.append("--resume")
+    if profile:
+        cmd += ["--profile", profile]
     if out is not None:
         cmd += ["--out", str(out)]
     if max_steps is not None:

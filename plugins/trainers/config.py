@@ -15,10 +15,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from hwkit.errors import ConfigError, NotFoundError
 from hwkit.plugins.data import DataConfig
+from hwkit.trainer import JobConfig
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 
-C = TypeVar("C", bound="TrainConfig")
+C = TypeVar("C", bound=BaseModel)
 
 
 class EvalSettings(BaseModel):
@@ -35,13 +36,11 @@ class EvalSettings(BaseModel):
     )
 
 
-class TrainConfig(BaseModel):
-    """Fields shared by the SFT and DPO trainers."""
-
-    model_config = ConfigDict(extra="forbid")
+class TrainConfig(JobConfig):
+    """Fields shared by the SFT and DPO trainers (``output_dir`` and ``device`` are the job
+    flow's, from :class:`hwkit.trainer.JobConfig`)."""
 
     model: str = Field(DEFAULT_MODEL, description="known name, hub id with a local copy, or path")
-    output_dir: Path = Field(Path("runs/train"), description="the run directory")
     data: DataConfig | None = None
     method: Literal["lora", "qlora", "full"] = "lora"
     lora_rank: int | None = Field(None, ge=1, description="None: the profile's default")
@@ -66,7 +65,6 @@ class TrainConfig(BaseModel):
     seed: int = 42
     report_to: list[str] = Field(default_factory=lambda: ["none"])
     merge: bool = Field(False, description="also save the merged model (LoRA only)")
-    device: str | None = Field(None, description="device id such as cuda:1; None: the plan's")
     eval: EvalSettings = Field(default_factory=EvalSettings)
 
 
@@ -126,16 +124,3 @@ def load_config(model: type[C], path: Path, *, overrides: dict[str, Any] | None 
         doc["model"] = str((base / name).resolve())
     doc.update(overrides or {})
     return validate_config(model, doc, where=str(path))
-
-
-def to_toml_dict(config: BaseModel) -> dict[str, Any]:
-    """A TOML-writable dict (no None values; paths as strings)."""
-    return _drop_none(config.model_dump(mode="json"))
-
-
-def _drop_none(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _drop_none(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list):
-        return [_drop_none(v) for v in value]
-    return value

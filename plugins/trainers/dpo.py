@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from hwkit.errors import ConfigError
 from hwkit.plugins.trainers.base import HFTrainerPlugin
 from hwkit.plugins.trainers.config import DPOConfig
 
@@ -21,12 +20,10 @@ class DPOTrainerPlugin(HFTrainerPlugin):
     config_model: ClassVar[type[DPOConfig]] = DPOConfig
     job_kind = "dpo"
     paired_rows = True
+    data_hint = 'preference records, e.g. [data] source = "pairs.jsonl", kind = "preference"'
 
-    def default_data(self) -> DataConfig:
-        raise ConfigError(
-            "the dpo trainer needs a [data] table with preference records",
-            hint='e.g. [data] source = "pairs.jsonl", kind = "preference"',
-        )
+    def default_data(self) -> DataConfig | None:
+        return None  # no bundled preference set: the config names its pairs
 
     def trl_args(self, common: dict[str, Any], plan: Plan) -> Any:
         from trl import DPOConfig as TrlDPOConfig

@@ -18,10 +18,9 @@ from typing import Any
 
 import tomllib
 
-from hwkit import atomic
+from hwkit import atomic, rundir
 from hwkit.errors import ConfigError, NotFoundError
 from hwkit.log import get_logger
-from hwkit import rundir
 
 log = get_logger("hwkit.eval")
 

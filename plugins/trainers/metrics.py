@@ -8,14 +8,12 @@ telemetry) appended to ``metrics.jsonl`` and logged through structlog. The progr
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from hwkit.atomic import write_bytes_atomic, write_jsonl_atomic
+from hwkit.extras import install_hint, is_available, require
 from hwkit.log import get_logger
 from hwkit.rundir import read_jsonl
-
-if TYPE_CHECKING:
-    pass
 
 log = get_logger("hwkit.train")
 
@@ -58,12 +56,12 @@ def plot_loss(metrics_path: Path, png_path: Path, *, title: str = "loss") -> Pat
         return None
     import io
 
-    try:
-        import matplotlib
-    except ImportError:  # the "plot" extra is optional; metrics.jsonl has the numbers
-        log.warning("loss plot skipped: matplotlib is not installed (pip install hwkit[plot])")
+    if not is_available("matplotlib"):  # the "plot" extra is optional; metrics.jsonl has the data
+        log.warning(
+            "loss plot skipped: matplotlib is not installed", hint=install_hint("matplotlib")
+        )
         return None
-
+    matplotlib = require("matplotlib", purpose="the loss plot")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

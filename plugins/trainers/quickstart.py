@@ -12,6 +12,7 @@ from pathlib import Path
 
 import typer
 
+from hwkit import rundir
 from hwkit.errors import UsageError
 
 # Short rows, batch 4, 10 steps: 1 min 53 s on 2 idle CPU cores (docs/performance.md).
@@ -30,14 +31,15 @@ def quickstart(
     """Detect, plan, prepare the persona sample, LoRA-train SmolLM2, evaluate, compare."""
     from rich.console import Console
 
+    from hwkit.jobs import train
     from hwkit.plugins.trainers.cli import print_eval
     from hwkit.plugins.trainers.config import EvalSettings, SFTConfig
     from hwkit.plugins.trainers.evaluate import evaluate_run
     from hwkit.plugins.trainers.sft import SFTTrainerPlugin, persona_data
-    from hwkit.runtime import Runtime
+    from hwkit.runtime import current
 
     console = Console(stderr=True)
-    runtime = Runtime.load()
+    runtime = current()
     active = runtime.active_profile
     devices = ", ".join(f"{d.id} {d.name}" for d in runtime.devices()) or "none"
     console.print(
@@ -46,7 +48,7 @@ def quickstart(
     out = out.absolute()
     if fresh and out.exists():
         # Only ever delete a folder hwkit wrote: never a directory the user mistyped.
-        if any(out.iterdir()) and not (out / "plan.json").is_file():
+        if any(out.iterdir()) and not (out / rundir.PLAN).is_file():
             raise UsageError(
                 f"--out {out} exists and is not an hwkit run directory",
                 hint="choose a new or empty folder",
@@ -63,9 +65,8 @@ def quickstart(
         eval=EvalSettings(samples=samples, max_new_tokens=max_new_tokens, max_rows=16),
     )
     console.print("[bold]2/4 plan + data + train[/]: SmolLM2-135M-Instruct, LoRA, persona sample")
-    trainer = SFTTrainerPlugin()
-    result = trainer.run(config, runtime=runtime, resume=not fresh and out.exists())
-    plan_path = result.output_dir / "plan.json"
+    result = train(SFTTrainerPlugin(), config, runtime=runtime, resume=not fresh and out.exists())
+    plan_path = result.output_dir / rundir.PLAN
     console.print(f"    plan: {plan_path}; {result.steps} steps; run dir {result.output_dir}")
     console.print("[bold]3/4 evaluate[/]: held-out loss, before/after answers")
     evaluation = evaluate_run(result.output_dir, samples=samples, max_new_tokens=max_new_tokens)

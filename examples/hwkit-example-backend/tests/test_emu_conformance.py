@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from hwkit_example_backend import EmuBackend, EmuDevice
 
-from hwkit.plugin_manager import load_plugins
+from hwkit.runtime import current
 from hwkit.testing.suite import BackendContract, DeviceContract
 
 
@@ -22,7 +22,7 @@ class TestEmuDevice(DeviceContract):
 
 
 def test_installed_by_entry_point_with_its_profile() -> None:
-    pm = load_plugins()
+    pm = current().plugins
     assert pm.backends.get("emu") is EmuBackend
     assert pm.backends.owner("emu") == "emu"
     assert pm.profiles.get("emu").display_name == "Example Emulated Accelerator"

@@ -3,7 +3,8 @@
 JSONL rows are ``{"query": ..., "positive": ...}`` (optional ``query_id``, ``positive_id``).
 A BEIR directory has ``corpus.jsonl``, ``queries.jsonl`` and ``qrels/<split>.tsv``; every
 qrel with a positive score becomes a pair (document text = title + " " + text, as BEIR
-evaluates). Bad rows never stop a run: they go to a rejects file with line and reason.
+evaluates). Bad rows never stop a run: they go to a rejects file (:mod:`hwkit.rejects`)
+with file, line, a reason code and a readable detail.
 """
 
 from __future__ import annotations
@@ -11,15 +12,14 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import os
-import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from hwkit.errors import ConfigError, NotFoundError
 from hwkit.log import get_logger
+from hwkit.rejects import Reject, write_rejects
 
 log = get_logger(__name__)
 
@@ -42,12 +42,8 @@ class Pair:
         return self.positive_id or _text_key(self.positive)
 
 
-@dataclass(frozen=True)
-class Reject:
-    file: str
-    line: int
-    reason: str
-    row: str
+def _reject(path: Path, line: int, reason: str, detail: str, raw: str) -> Reject:
+    return Reject(reason, record=raw[:500], source=str(path), line=line, detail=detail)
 
 
 def _text_key(text: str) -> str:
@@ -59,8 +55,11 @@ def _nonempty_str(row: dict[str, Any], key: str) -> str | None:
     return value if isinstance(value, str) and value.strip() else None
 
 
-def _jsonl_rows(path: Path) -> Iterator[tuple[int, str, Any, str | None]]:
-    """(line number, raw line, parsed value, error) for every non-blank line."""
+Problem = tuple[str, str]  # (reason code, readable detail)
+
+
+def _jsonl_rows(path: Path) -> Iterator[tuple[int, str, Any, Problem | None]]:
+    """(line number, raw line, parsed value, problem) for every non-blank line."""
     with path.open(encoding="utf-8") as fh:
         for lineno, raw in enumerate(fh, start=1):
             if not raw.strip():
@@ -68,7 +67,7 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[int, str, Any, str | None]]:
             try:
                 yield lineno, raw.rstrip("\n"), json.loads(raw), None
             except json.JSONDecodeError as exc:
-                yield lineno, raw.rstrip("\n"), None, f"invalid JSON: {exc.msg}"
+                yield lineno, raw.rstrip("\n"), None, ("malformed_json", f"invalid JSON: {exc.msg}")
 
 
 def read_jsonl_pairs(path: Path) -> tuple[list[Pair], list[Reject]]:
@@ -77,12 +76,15 @@ def read_jsonl_pairs(path: Path) -> tuple[list[Pair], list[Reject]]:
     rejects: list[Reject] = []
     for lineno, raw, row, error in _jsonl_rows(path):
         if error is None and not isinstance(row, dict):
-            error = f"expected a JSON object, got {type(row).__name__}"
+            error = ("not_an_object", f"expected a JSON object, got {type(row).__name__}")
         if error is None:
             query, positive = _nonempty_str(row, "query"), _nonempty_str(row, "positive")
             missing = [k for k, v in (("query", query), ("positive", positive)) if v is None]
             if missing:
-                error = f"field(s) {', '.join(missing)} missing, empty or not a string"
+                error = (
+                    "missing_field",
+                    f"field(s) {', '.join(missing)} missing, empty or not a string",
+                )
             else:
                 assert query is not None and positive is not None
                 pairs.append(
@@ -94,7 +96,8 @@ def read_jsonl_pairs(path: Path) -> tuple[list[Pair], list[Reject]]:
                     )
                 )
                 continue
-        rejects.append(Reject(str(path), lineno, error or "invalid row", raw[:500]))
+        reason, detail = error or ("invalid_row", "invalid row")
+        rejects.append(_reject(path, lineno, reason, detail, raw))
     return pairs, rejects
 
 
@@ -103,7 +106,7 @@ def _beir_texts(path: Path, *, with_title: bool) -> tuple[dict[str, str], list[R
     rejects: list[Reject] = []
     for lineno, raw, row, error in _jsonl_rows(path):
         if error is None and not (isinstance(row, dict) and row.get("_id") not in (None, "")):
-            error = "expected an object with a non-empty _id"
+            error = ("missing_id", "expected an object with a non-empty _id")
         if error is None:
             text = str(row.get("text") or "")
             title = str(row.get("title") or "") if with_title else ""
@@ -111,8 +114,8 @@ def _beir_texts(path: Path, *, with_title: bool) -> tuple[dict[str, str], list[R
             if joined:
                 texts[str(row["_id"])] = joined
                 continue
-            error = "no text"
-        rejects.append(Reject(str(path), lineno, error, raw[:500]))
+            error = ("no_text", "no text")
+        rejects.append(_reject(path, lineno, *error, raw))
     return texts, rejects
 
 
@@ -133,46 +136,35 @@ def read_beir_pairs(root: Path, split: str = "train") -> tuple[list[Pair], list[
     queries, query_rejects = _beir_texts(files["queries"], with_title=False)
     rejects += query_rejects
     pairs: list[Pair] = []
-    with files["qrels"].open(encoding="utf-8", newline="") as fh:
+    qrels = files["qrels"]
+    with qrels.open(encoding="utf-8", newline="") as fh:
         reader = csv.reader(fh, delimiter="\t")
         for lineno, cols in enumerate(reader, start=1):
             if lineno == 1 and cols and cols[0] == "query-id":
                 continue
             raw = "\t".join(cols)
             if len(cols) < 3:
-                rejects.append(
-                    Reject(str(files["qrels"]), lineno, "expected 3 tab-separated columns", raw)
-                )
+                detail = "expected 3 tab-separated columns"
+                rejects.append(_reject(qrels, lineno, "malformed_qrel", detail, raw))
                 continue
             qid, did, score = cols[0], cols[1], cols[2]
             try:
                 positive = int(float(score)) > 0
             except ValueError:
                 rejects.append(
-                    Reject(str(files["qrels"]), lineno, f"score {score!r} is not a number", raw)
+                    _reject(qrels, lineno, "bad_score", f"score {score!r} is not a number", raw)
                 )
                 continue
             if not positive:
                 continue
             if qid not in queries or did not in corpus:
                 missing = "query" if qid not in queries else "document"
-                rejects.append(Reject(str(files["qrels"]), lineno, f"unknown {missing} id", raw))
+                rejects.append(
+                    _reject(qrels, lineno, f"unknown_{missing}", f"unknown {missing} id", raw)
+                )
                 continue
             pairs.append(Pair(queries[qid], corpus[did], qid, did))
     return pairs, rejects
-
-
-def write_rejects(rejects: Iterable[Reject], path: Path) -> int:
-    """Write rejected rows as JSONL (atomically); returns how many."""
-    rows = [r.__dict__ for r in rejects]
-    if not rows:
-        return 0
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-    os.replace(tmp, path)
-    return len(rows)
 
 
 def load_pairs(
@@ -195,19 +187,15 @@ def load_pairs(
         )
     if rejects:
         where = rejects_path or source.with_name(source.name + ".rejects.jsonl")
-        write_rejects(rejects, where)
+        write_rejects(where, rejects)
         first = rejects[0]
         log.warning(
             "rejected training rows",
             count=len(rejects),
             rejects=str(where),
-            first=f"{first.file}:{first.line}: {first.reason}",
+            first=f"{first.where()}: {first.detail}",
         )
     if not pairs:
-        detail = (
-            f"; first problem: {rejects[0].file}:{rejects[0].line}: {rejects[0].reason}"
-            if rejects
-            else ""
-        )
+        detail = f"; first problem: {rejects[0].where()}: {rejects[0].detail}" if rejects else ""
         raise ConfigError(f"no usable (query, positive) pairs in {source}{detail}")
     return pairs[:limit] if limit else pairs

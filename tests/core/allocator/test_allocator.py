@@ -97,7 +97,9 @@ def test_llama8b_lora_plans_follow_the_hardware() -> None:
 
 
 def test_dpo_needs_more_than_sft() -> None:
-    settings = Settings("bfloat16", "none", 4, False, "sdpa", mock("rtx5090").profile.memory.traits())
+    settings = Settings(
+        "bfloat16", "none", 4, False, "sdpa", mock("rtx5090").profile.memory.traits()
+    )
     sft = Job("sft", LLAMA8B, seq_len=1024, effective_batch=16, micro_batch=4)
     dpo = Job("dpo", LLAMA8B, seq_len=1024, effective_batch=16, micro_batch=4)
     assert estimate(dpo, settings).total > estimate(sft, settings).total

@@ -9,10 +9,10 @@ from hypothesis import strategies as st
 
 from hwkit.allocator import Job, ModelSpec, Settings, estimate, plan
 from hwkit.errors import NoFitError
-from hwkit.plugin_manager import load_plugins
+from hwkit.runtime import current
 from hwkit.testing import MockDevice
 
-PROFILES = load_plugins().profiles
+PROFILES = current().plugins.profiles
 TRAINING_PROFILES = ["h200", "rtx5090", "t4", "arc-meteor-lake", "cpu", "l4", "a100-40gb"]
 DECODERS = [
     ModelSpec.from_pretrained(n) for n in ("smollm2-135m", "llama-3.2-1b", "llama-3.1-8b", "phi-2")
@@ -30,7 +30,7 @@ run_settings = st.builds(
     micro_batch=pow2,
     gradient_checkpointing=st.booleans(),
     attention=st.sampled_from(["sdpa", "eager"]),
-    backend=st.sampled_from(["cuda", "cpu", "xpu"]),
+    traits=st.sampled_from([PROFILES.get(p).memory.traits() for p in ("h200", "cpu", "arc-meteor-lake")]),
 )
 
 

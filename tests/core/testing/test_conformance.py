@@ -7,6 +7,8 @@ from hwkit.testing.suite.test_registered import (  # noqa: F401 - collected by p
     TestRegisteredBackends,
     TestRegisteredDevices,
     TestRegisteredEmbedders,
+    TestRegisteredExporters,
     TestRegisteredRetrievers,
+    TestRegisteredRuntimes,
     TestRegisteredTrainers,
 )

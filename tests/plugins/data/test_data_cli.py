@@ -161,3 +161,51 @@ def test_entry_point_prints_one_line_and_exit_code_for_unreachable_db() -> None:
     assert len(lines) == 1 and lines[0].startswith("error: cannot reach database")
     assert "127.0.0.1" in lines[0] and "profiles" in lines[0]
     assert "hunter2-secret" not in proc.stderr + proc.stdout
+
+
+def test_check_and_prepare_read_the_shared_options_alike(tmp_path: Path) -> None:
+    rows = [
+        {"question": f"q {i}?", "answer": " ".join(["word"] * (5 + i)), "category": f"c{i % 2}"}
+        for i in range(8)
+    ]
+    rows.append(dict(rows[0]))  # an exact duplicate, kept when --dedupe none
+    src = tmp_path / "rows.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    shared = [
+        "--template",
+        "Q: {question}",
+        "--dedupe",
+        "none",
+        "--min-answers",
+        "9",
+        "--min-words-per-answer",
+        "5",
+        "--min-categories",
+        "2",
+        "--min-total-words",
+        "10",
+    ]
+    check = runner.invoke(app, ["data", "check", str(src), *shared, "--json"])
+    assert check.exit_code == 0, check.output
+    out = tmp_path / "out"
+    prepare = runner.invoke(
+        app,
+        ["data", "prepare", str(src), "--out", str(out), *shared, "--validation-fraction", "0"],
+    )
+    assert prepare.exit_code == 0, prepare.output
+    checked = json.loads(check.stdout)
+    prepared = json.loads((out / "report.json").read_text())
+    for report in (checked, prepared):
+        assert report["rows_kept"] == 9 and report["ready"] is True
+        assert report["thresholds"] == {
+            "min_answers": 9,
+            "min_words_per_answer": 5.0,
+            "min_categories": 2,
+            "min_total_words": 10,
+        }
+    assert checked["validation"] == 1 and prepared["validation"] == 0
+    train = [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]
+    assert train[0]["messages"][0] == {"role": "user", "content": "Q: q 0?"}
+    # the split options belong to prepare only, as before
+    refused = runner.invoke(app, ["data", "check", str(src), "--seed", "1"])
+    assert refused.exit_code == 2 and "--seed" in refused.output

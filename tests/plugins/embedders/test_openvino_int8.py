@@ -15,10 +15,11 @@ import numpy as np
 import pytest
 
 from hwkit.errors import UsageError
-from hwkit.plugins.embedders import calibration, ir_cache
-from hwkit.plugins.embedders import openvino_embedder as ove
+from hwkit.jobs import load_embedder
+from hwkit.plugins.embedders import calibration, ir_cache, openvino_convert
+from hwkit.plugins.embedders.openvino_convert import IRConverter
 from hwkit.plugins.embedders.openvino_embedder import OpenVINOEmbedder
-from hwkit.plugins.embedders.torch_embedder import TorchEmbedder
+from hwkit.testing import mock_runtime
 
 pytestmark = pytest.mark.slow
 pytest.importorskip("nncf")
@@ -47,13 +48,20 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("ov-int8-cache")
 
 
+def openvino(**options: Any) -> OpenVINOEmbedder:
+    """Planned on a mock CPU: a float32 plan whatever this machine's CPU is."""
+    emb = load_embedder("openvino", runtime=mock_runtime("cpu"), **options)
+    assert isinstance(emb, OpenVINOEmbedder)
+    return emb
+
+
 @pytest.fixture(scope="module")
 def full(cache: Path, calib: list[str]) -> OpenVINOEmbedder:
-    return OpenVINOEmbedder(cache_dir=cache, int8="full", calibration_texts=calib, batch_size=4)
+    return openvino(cache_dir=cache, int8="full", calibration_texts=calib, batch_size=4)
 
 
 def test_full_int8_agrees_with_torch(full: OpenVINOEmbedder, docs: list[str]) -> None:
-    reference = TorchEmbedder(batch_size=4).embed(docs)
+    reference = load_embedder("torch", runtime=mock_runtime("cpu"), batch_size=4).embed(docs)
     vectors = full.embed(docs)
     assert vectors.shape == reference.shape and vectors.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
@@ -91,20 +99,20 @@ def test_full_int8_ir_quantises_activations(full: OpenVINOEmbedder, docs: list[s
 
 
 def test_cache_key_has_mode_and_calibration(full: OpenVINOEmbedder, cache: Path) -> None:
-    keys = {mode: full._key(mode) for mode in (None, "weights", "full")}
-    assert len(set(keys.values())) == 3 and full.cache_key == keys["full"]
-    # FP32 and weight-only keep the keys they had before "full" existed: old caches still hit.
+    keys = {mode: full.converter.key(mode) for mode in (None, "weights", "full")}
+    assert len(set(keys.values())) == 3 and full.ir_dir.name == keys["full"]
+    # FP32 and weight-only keep the option form they had before "full" existed.
     legacy = {"pooling": full.config.pooling, "normalize": True}
     assert keys[None] == ir_cache.cache_key(full.model_path, {**legacy, "int8": False})
     assert keys["weights"] == ir_cache.cache_key(full.model_path, {**legacy, "int8": True})
-    other = copy.copy(full)
+    other = copy.copy(full.converter)
     other.calibration_texts = [*full.calibration_texts[:-1], "another calibration text"]
-    assert other._key("full") != keys["full"]
-    before = OpenVINOEmbedder.conversions
-    again = OpenVINOEmbedder(
+    assert other.key("full") != keys["full"]
+    before = IRConverter.conversions
+    again = openvino(
         cache_dir=cache, int8="full", calibration_texts=list(full.calibration_texts), batch_size=4
     )
-    assert again.converted is False and OpenVINOEmbedder.conversions == before
+    assert again.converted is False and IRConverter.conversions == before
     assert again.ir_dir == full.ir_dir
 
 
@@ -117,9 +125,9 @@ def test_calibration_inputs_are_tokenised_like_embed(
         seen.append(items)
         return model  # the FP32 graph: what nncf is fed is what this test checks
 
-    monkeypatch.setattr(ove, "_quantize_int8", spy)
+    monkeypatch.setattr(openvino_convert, "quantize_int8", spy)
     texts = ["A short claim.", "Protein folding " * 300, "  ", "Third text"]
-    emb = OpenVINOEmbedder(cache_dir=cache, int8="full", calibration_texts=texts, batch_size=4)
+    emb = openvino(cache_dir=cache, int8="full", calibration_texts=texts, batch_size=4)
     try:
         (items,) = seen
         assert len(items) == 3  # the blank text is dropped
@@ -140,7 +148,7 @@ def test_calibration_inputs_are_tokenised_like_embed(
 
 
 def test_calibration_texts_are_required_and_checked(cache: Path) -> None:
-    before = OpenVINOEmbedder.conversions
+    before = IRConverter.conversions
     for bad, match in (
         ([], "needs calibration texts"),
         (["", " \n"], "needs calibration texts"),
@@ -148,10 +156,10 @@ def test_calibration_texts_are_required_and_checked(cache: Path) -> None:
         ([1, 2], "not str"),
     ):
         with pytest.raises(UsageError, match=match):
-            OpenVINOEmbedder(cache_dir=cache, int8="full", calibration_texts=bad)
+            openvino(cache_dir=cache, int8="full", calibration_texts=bad)
     with pytest.raises(UsageError, match="'weights' or 'full'"):
-        OpenVINOEmbedder(cache_dir=cache, int8="int4")
-    assert OpenVINOEmbedder.conversions == before
+        openvino(cache_dir=cache, int8="int4")
+    assert IRConverter.conversions == before
 
 
 def test_bundled_texts_and_seeded_sample() -> None:
@@ -174,17 +182,20 @@ def test_index_build_calibrates_on_a_corpus_sample(
     from hwkit.cli import app
     from hwkit.plugins.retrievers import embedding
     from hwkit.plugins.retrievers.documents import join_content
+    from hwkit.runtime import Runtime, current
 
     corpus = tmp_path / "corpus.jsonl"
     with (shared_data / "scifact" / "corpus.jsonl").open(encoding="utf-8") as fh:
         corpus.write_text("".join(line for _, line in zip(range(500), fh, strict=False)))
     calls: list[dict[str, Any]] = []
+    runtimes: list[Runtime | None] = []
 
     class Stop(Exception):
         pass
 
-    def spy(name: str, model: Any = None, **options: Any) -> Any:
+    def spy(name: str, model: Any = None, *, runtime: Runtime | None = None, **options: Any) -> Any:
         calls.append({"name": name, **options})
+        runtimes.append(runtime)
         raise Stop  # the options are what this test checks; embedding is tested above
 
     monkeypatch.setattr(embedding, "make_embedder", spy)
@@ -195,6 +206,7 @@ def test_index_build_calibrates_on_a_corpus_sample(
         assert isinstance(res.exception, Stop), res.output
     first, second = calls
     assert first["name"] == "openvino" and first["int8"] == "full"
+    assert all(rt is current() for rt in runtimes)  # built on the process's runtime
     assert len(first["calibration_texts"]) == 300 and first == second  # seeded: same sample
     rows = [json.loads(line) for line in corpus.read_text(encoding="utf-8").splitlines()]
     contents = {join_content(r["title"], r["text"]) for r in rows}

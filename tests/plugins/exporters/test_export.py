@@ -1,5 +1,5 @@
 """Exports of SmolLM2-135M-Instruct and a LoRA-tuned copy, checked in their real runtimes."""
-# ruff: noqa: F811  (pytest fixtures imported from tests.test_export_fixtures)
+# ruff: noqa: F811  (pytest fixtures imported from the export fixtures module)
 
 from __future__ import annotations
 
@@ -14,11 +14,17 @@ from typing import Any
 import pytest
 
 from hwkit.errors import NotFoundError, UsageError
+from hwkit.models import resolve
 from hwkit.plugins.exporters import GGUFExporter, MergedExporter, OllamaExporter
 from hwkit.plugins.exporters.errors import VerificationError
 from hwkit.plugins.exporters.gguf_writer import permute_qk, write_gguf
-from hwkit.plugins.exporters.source import resolve_source
-from tests.test_export_fixtures import PERSONA, lora_run, merged_lora, smol  # noqa: F401
+from hwkit.plugins.runtimes.transformers import load_causal_lm, load_config, load_tokenizer
+from tests.plugins.exporters.test_export_fixtures import (  # noqa: F401
+    PERSONA,
+    lora_run,
+    merged_lora,
+    smol,
+)
 
 HAVE_LLAMA_CPP = importlib.util.find_spec("llama_cpp") is not None
 needs_llama_cpp = pytest.mark.skipif(
@@ -28,7 +34,7 @@ needs_llama_cpp = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def smol_model(smol: Path) -> Any:
-    return resolve_source(smol).load_model()
+    return load_causal_lm(resolve(smol))
 
 
 @pytest.fixture(scope="module")
@@ -62,10 +68,10 @@ def test_merge_refuses_sources_without_an_adapter(smol: Path, tmp_path: Path) ->
     run.mkdir()
     (run / "config.toml").write_text('model = "smollm2-135m-instruct"\n')
     with pytest.raises(NotFoundError, match="has no adapter"):
-        resolve_source(run)
+        resolve(run)
     (run / "adapter_config.json").write_text("{}")
     with pytest.raises(NotFoundError, match=r"no adapter_model\.safetensors"):
-        resolve_source(run)
+        resolve(run)
     assert not (tmp_path / "m").exists()
 
 
@@ -74,7 +80,7 @@ def test_missing_tokenizer_is_a_clear_error(smol: Path, tmp_path: Path) -> None:
     bare.mkdir()
     shutil.copy(smol / "config.json", bare / "config.json")
     with pytest.raises(NotFoundError, match="has no tokenizer"):
-        resolve_source(bare)
+        load_tokenizer(resolve(bare))
 
 
 # --- GGUF ------------------------------------------------------------------------------
@@ -103,13 +109,13 @@ def test_gguf_tensors_read_back_equal_the_torch_weights(
     import gguf
     import numpy as np
 
-    src = resolve_source(smol)
+    src = resolve(smol)
     path = tmp_path / f"m-{quant}.gguf"
     write_gguf(
         path,
         state=smol_model.state_dict(),
-        config=src.config(),
-        tokenizer=src.load_tokenizer(),
+        config=load_config(src),
+        tokenizer=load_tokenizer(src),
         tokenizer_dir=src.tokenizer_dir,
         quant=quant,
         name="smol",
@@ -117,7 +123,7 @@ def test_gguf_tensors_read_back_equal_the_torch_weights(
     reader = gguf.GGUFReader(path)
     tensors = {t.name: t for t in reader.tensors}
     state = smol_model.state_dict()
-    cfg = src.config()
+    cfg = load_config(src)
     checks = {
         "token_embd.weight": state["model.embed_tokens.weight"].numpy(),
         "blk.3.attn_q.weight": permute_qk(
@@ -212,7 +218,7 @@ def test_modelfile_default_system_and_refusals(smol: Path) -> None:
         parse_modelfile,
     )
 
-    tok = resolve_source(smol).load_tokenizer()
+    tok = load_tokenizer(resolve(smol))
     family = detect_family(tok.chat_template)
     system = default_system(tok)
     assert family.name == "chatml" and system and "SmolLM" in system

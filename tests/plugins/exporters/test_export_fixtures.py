@@ -1,6 +1,7 @@
 """Shared fixtures for the export and server tests: SmolLM2 and a LoRA run made with peft.
 
-Import with ``from tests.test_export_fixtures import lora_run, merged_lora, smol  # noqa``.
+Import with
+``from tests.plugins.exporters.test_export_fixtures import lora_run, merged_lora, smol``.
 The adapter's B matrices are random (not peft's zeros) so merging changes the model.
 """
 

@@ -1,5 +1,5 @@
 """OpenVINO IR export (FP16 and NNCF INT8 weights), run by OpenVINO's CPU plugin."""
-# ruff: noqa: F811  (pytest fixtures imported from tests.test_export_fixtures)
+# ruff: noqa: F811  (pytest fixtures imported from the export fixtures module)
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 from hwkit.errors import UsageError
 from hwkit.plugins.exporters import OpenVINOExporter
-from tests.test_export_fixtures import smol  # noqa: F401
+from tests.plugins.exporters.test_export_fixtures import smol  # noqa: F401
 
 TARGETS = {"fp16": (0.99, 0.99), "int8": (0.90, 0.97)}
 

@@ -45,7 +45,9 @@ def test_bad_files_name_file_and_line(tmp_path: Path) -> None:
         read_qrels(root / "qrels" / "dev.tsv")
     (root / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n")
     data = load_beir(root)
-    assert [d.id for d in data.corpus] == ["d1"] and [r.row["_id"] for r in data.rejects] == ["d2"]
+    assert [d.id for d in data.corpus] == ["d1"] and [r.record["_id"] for r in data.rejects] == [
+        "d2"
+    ]
 
 
 def test_ignore_identical_ids(tmp_path: Path) -> None:

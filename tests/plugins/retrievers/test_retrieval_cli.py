@@ -10,6 +10,9 @@ from typer.testing import CliRunner
 
 from hwkit.cli import app
 from hwkit.errors import ConfigError, UsageError
+from hwkit.plugins.retrievers.bm25 import BM25Retriever
+from hwkit.runtime import set_current
+from hwkit.testing import mock_runtime
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +34,7 @@ def test_build_search_info_add(tmp_path: Path, corpus_file: Path) -> None:
     assert res.exit_code == 0, res.output
     info = json.loads(res.stdout.strip().splitlines()[-1])
     assert info["documents"] == 200 and info["rejected"] == 1
-    assert json.loads((idx / "rejects.jsonl").read_text())["row"]["_id"] == "blank"
+    assert json.loads((idx / "rejects.jsonl").read_text())["record"]["_id"] == "blank"
 
     res = runner.invoke(
         app,
@@ -108,3 +111,43 @@ def test_retrieval_eval_on_a_beir_directory(tmp_path: Path, shared_data: Path) -
     out = json.loads(res.stdout[res.stdout.index("{") :])
     assert out["queries"] == len({line.split("\t")[0] for line in keep[1:]})
     assert 0.5 < out["metrics"]["ndcg@10"] <= 1.0 and out["latency_ms"]["p50"] > 0
+
+
+def test_add_is_refused_for_a_retriever_that_does_not_support_it(
+    tmp_path: Path, corpus_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runner = CliRunner()
+    idx = tmp_path / "idx"
+    res = runner.invoke(app, ["index", "build", str(idx), "--from", str(corpus_file), "-r", "bm25"])
+    assert res.exit_code == 0, res.output
+    before = (idx / "manifest.json").read_text()
+    monkeypatch.setattr(BM25Retriever, "supports_add", False)
+    res = runner.invoke(app, ["index", "add", str(idx), "--from", str(corpus_file)])
+    assert isinstance(res.exception, UsageError) and "cannot add documents" in str(res.exception)
+    assert (idx / "manifest.json").read_text() == before
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("profile", "device_id"),
+    [("rtx5090", "cuda:0"), ("h200", "cuda:0"), ("arc-meteor-lake", "xpu:0")],
+)
+def test_index_build_embeds_on_the_runtimes_device(
+    tmp_path: Path, corpus_file: Path, profile: str, device_id: str
+) -> None:
+    small = tmp_path / "corpus.jsonl"
+    small.write_text("".join(corpus_file.read_text().splitlines(keepends=True)[:20]))
+    set_current(mock_runtime(profile))  # the machine `hwkit` runs on (reset for each test)
+    runner = CliRunner()
+    idx = tmp_path / "idx"
+    res = runner.invoke(
+        app, ["index", "build", str(idx), "--from", str(small), "-r", "dense", "--json"]
+    )
+    assert res.exit_code == 0, res.output
+    info = json.loads(res.stdout.strip().splitlines()[-1])
+    assert info["device"] == device_id and info["documents"] == 20
+    first = json.loads(small.read_text().splitlines()[3])
+    res = runner.invoke(app, ["search", str(idx), first["title"], "-k", "1", "--json"])
+    assert res.exit_code == 0, res.output
+    (hit,) = json.loads(res.stdout.strip().splitlines()[-1])
+    assert hit["id"] == first["_id"] and hit["text"].startswith(first["title"])

@@ -67,7 +67,7 @@ def subset(shared_data: Path) -> tuple[list[Document], dict[str, str], dict[str,
 
 @pytest.fixture(scope="module")
 def embedder() -> CachingEmbedder:
-    from hwkit.plugins.embedders import load_embedder
+    from hwkit.jobs import load_embedder
 
     return CachingEmbedder(load_embedder("torch", max_length=128, show_progress=False))
 
@@ -139,6 +139,33 @@ def test_hybrid_round_trip_and_model_check(
         HybridRetriever.load(tmp_path / "idx", embedder=embedder)
 
 
+def test_an_index_from_an_older_hwkit_loads_with_its_dimension_checked(
+    tmp_path: Path, subset: tuple, embedder: CachingEmbedder
+) -> None:
+    """Fingerprints written before hwkit.hashing (no fingerprint_scheme) cannot be compared."""
+    from structlog.testing import capture_logs
+
+    dense = DenseRetriever(embedder)
+    dense.index(subset[0][:10])
+    dense.save(tmp_path / "idx")
+    mpath = tmp_path / "idx" / MANIFEST
+    manifest = json.loads(mpath.read_text())
+    assert manifest["embedder"]["fingerprint_scheme"] == 2
+    del manifest["embedder"]["fingerprint_scheme"]
+    manifest["embedder"]["fingerprint"] = "f" * 64  # the old hash of the same files
+    mpath.write_text(json.dumps(manifest))
+    with capture_logs() as logs:
+        loaded = DenseRetriever.load(tmp_path / "idx", embedder=embedder)
+    assert len(loaded) == 10 and loaded.search(subset[0][4].title, 1)[0].id == subset[0][4].id
+    assert [e["event"] for e in logs if e["log_level"] == "warning"] == [
+        "index model fingerprint not checked"
+    ]
+    manifest["embedder"]["dim"] = 768
+    mpath.write_text(json.dumps(manifest))
+    with pytest.raises(ConfigError, match="dimension 768"):
+        DenseRetriever.load(tmp_path / "idx", embedder=embedder)
+
+
 def test_long_query_is_truncated_not_refused(hybrid: HybridRetriever) -> None:
     long_query = " ".join(["stem cells regenerate damaged cardiac tissue"] * 600)  # ~3,600 words
     hits = hybrid.search(long_query, 10)
@@ -189,6 +216,31 @@ def test_milvus_lite_matches_exact_dense(
     assert [h.id for h in loaded.search(queries[0], 5)] == [
         h.id for h in store.search(queries[0], 5)
     ]
+
+
+def test_milvus_lite_without_a_uri_writes_under_the_cache_root(
+    tmp_path: Path, subset: tuple, embedder: CachingEmbedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("pymilvus", reason="pymilvus not installed (pip install 'hwkit[milvus]')")
+    pytest.importorskip(
+        "milvus_lite", reason="milvus-lite not installed (pip install 'hwkit[milvus]')"
+    )
+    from hwkit.plugins.retrievers.milvus_store import URI_ENV, MilvusRetriever
+
+    work, cache = tmp_path / "work", tmp_path / "cache"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("HWKIT_CACHE_DIR", str(cache))
+    monkeypatch.delenv(URI_ENV, raising=False)
+    store = MilvusRetriever(embedder, collection="no_uri")
+    store.index(subset[0][:20])
+    store.save(tmp_path / "idx")
+    assert store.uri == str(cache / "milvus" / "milvus.db")
+    assert (cache / "milvus" / "milvus.db").exists()
+    assert sorted(work.iterdir()) == []  # nothing in the working directory
+    loaded = MilvusRetriever.load(tmp_path / "idx", embedder=embedder)
+    text = subset[0][3].title
+    assert [h.id for h in loaded.search(text, 3)] == [h.id for h in store.search(text, 3)]
 
 
 def test_unreachable_milvus_is_one_line_error(embedder: CachingEmbedder) -> None:

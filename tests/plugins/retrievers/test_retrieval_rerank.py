@@ -26,10 +26,10 @@ def cross_encoder_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from hwkit.plugins.embedders import default_model_path
+    from hwkit.models import resolve_model
 
     torch.manual_seed(0)
-    src = default_model_path()
+    src = resolve_model("all-minilm-l6-v2")
     out = tmp_path_factory.mktemp("cross_encoder")
     model = AutoModelForSequenceClassification.from_pretrained(
         str(src), num_labels=1, local_files_only=True
@@ -52,7 +52,10 @@ def test_rerank_reorders_first_stage_like_sentence_transformers(
     from sentence_transformers import CrossEncoder
 
     query = "white matter development in newborn brains"
-    rr = RerankRetriever(cross_encoder_dir, top_n=20, max_length=256)
+    from hwkit.testing import mock_runtime
+
+    # Planned on a mock CPU: float32, as the reference is, whatever this machine's CPU is.
+    rr = RerankRetriever(cross_encoder_dir, top_n=20, max_length=256, runtime=mock_runtime("cpu"))
     rr.index(corpus)
     first = rr.first_stage.search(query, 20)
     hits = rr.search(query, 20)
@@ -72,8 +75,13 @@ def test_rerank_reorders_first_stage_like_sentence_transformers(
         :5
     ]
 
+    # The cross-encoder was loaded through a rerank plan, on its device in its dtype.
+    assert rr.plan is not None and rr.plan.job == "rerank" and rr.device is not None
+    assert rr.device.id == rr.plan.device
+    assert {str(p.dtype) for p in rr._model.parameters()} == {f"torch.{rr.plan.dtype}"}
+
     rr.save(tmp_path / "idx")
-    loaded = RerankRetriever.load(tmp_path / "idx")
+    loaded = RerankRetriever.load(tmp_path / "idx", runtime=rr.runtime)
     assert isinstance(loaded.first_stage, BM25Retriever)
     assert [h.id for h in loaded.search(query, 10)] == [h.id for h in hits[:10]]
 
@@ -82,6 +90,29 @@ def torch_identity() -> object:
     import torch
 
     return torch.nn.Identity()
+
+
+@pytest.mark.parametrize(
+    ("profile", "device_id", "dtype"),
+    [("rtx5090", "cuda:0", "bfloat16"), ("arc-meteor-lake", "xpu:0", "float16")],
+)
+def test_the_cross_encoder_runs_where_its_rerank_plan_puts_it(
+    cross_encoder_dir: Path, corpus: list[Document], profile: str, device_id: str, dtype: str
+) -> None:
+    import torch
+
+    from hwkit.testing import MockDevice, mock_runtime
+
+    rr = RerankRetriever(cross_encoder_dir, top_n=10, runtime=mock_runtime(profile))
+    rr.index(corpus[:50])
+    hits = rr.search("white matter development in newborn brains", 5)
+    assert len(hits) == 5 and all(a.score >= b.score for a, b in pairwise(hits))
+    assert isinstance(rr.device, MockDevice) and rr.device.id == device_id
+    assert rr.plan is not None and rr.plan.job == "rerank" and rr.plan.dtype == dtype
+    assert {p.dtype for p in rr._model.parameters()} == {getattr(torch, dtype)}
+    rr.device.inject_oom(times=1)  # the pairs are scored through that device
+    with pytest.raises(torch.OutOfMemoryError):
+        rr.search("white matter", 5)
 
 
 def test_rerank_needs_a_model_directory(tmp_path: Path) -> None:

@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from hwkit.errors import ConfigError, NotFoundError, UsageError
+from hwkit.hashing import file_digest
 from hwkit.plugins.retrievers.bm25 import BM25Retriever
 from hwkit.plugins.retrievers.documents import DocTable, check_documents, read_corpus
 from hwkit.plugins.retrievers.store import (
     FORMAT_VERSION,
     MANIFEST,
+    REJECTS,
     open_index,
     read_manifest,
     write_index,
 )
+from hwkit.rejects import Reject, read_rejects
 from hwkit.retriever import Document
 
 QUERIES = [
@@ -139,7 +143,7 @@ def test_empty_corpus_and_textless_documents(tmp_path: Path) -> None:
     kept, rejects = check_documents(
         [Document("a", "text"), Document("b", ""), Document("c", "", "title only")]
     )
-    assert [d.id for d in kept] == ["a", "c"] and [r.row["_id"] for r in rejects] == ["b"]
+    assert [d.id for d in kept] == ["a", "c"] and [r.record["_id"] for r in rejects] == ["b"]
 
     bad = tmp_path / "corpus.jsonl"
     bad.write_text(
@@ -158,4 +162,73 @@ def test_empty_corpus_and_textless_documents(tmp_path: Path) -> None:
     r.index([Document("x", "a document about proteins"), Document("y", "")])
     r.save(tmp_path / "idx")
     loaded = BM25Retriever.load(tmp_path / "idx")
-    assert read_manifest(tmp_path / "idx").rejected == 1 and loaded.rejects[0].row["_id"] == "y"
+    assert read_manifest(tmp_path / "idx").rejected == 1 and loaded.rejects[0].record["_id"] == "y"
+
+
+def test_rejects_are_hwkit_rejects_with_source_and_line(tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text('{"_id": "1", "text": "one"}\n{"_id": "2", "title": "", "text": ""}\n')
+    docs, rejects = read_corpus(corpus)
+    assert [type(r) for r in rejects] == [Reject]
+    assert rejects[0].where() == f"{corpus}:2" and rejects[0].reason == "no text"
+    r = BM25Retriever()
+    r.index(docs)
+    r.rejects = list(rejects)
+    r.save(tmp_path / "idx")
+    (written,) = read_rejects(tmp_path / "idx" / REJECTS)  # the core reads the index's file
+    assert written.record == {"_id": "2", "title": "", "text": ""} and written.line == 2
+    assert written.source == str(corpus)
+
+
+def test_an_index_with_old_format_rejects_still_loads(tmp_path: Path) -> None:
+    """Indexes written before hwkit.rejects kept the rejected input under "row"."""
+    r = BM25Retriever()
+    r.index([Document("x", "a document about proteins"), Document("y", "")])
+    r.save(tmp_path / "idx")
+    old = {"reason": "no text", "line": 7, "row": {"_id": "y", "title": "", "text": ""}}
+    rejects = tmp_path / "idx" / REJECTS
+    rejects.write_text(json.dumps(old) + "\n")
+    manifest_path = tmp_path / "idx" / MANIFEST
+    manifest = json.loads(manifest_path.read_text())
+    manifest["files"][REJECTS] = file_digest(rejects)
+    manifest_path.write_text(json.dumps(manifest))
+    loaded = BM25Retriever.load(tmp_path / "idx")
+    (reject,) = loaded.rejects
+    assert reject.record["_id"] == "y" and reject.line == 7 and reject.row is None
+    assert loaded.documents(["x"])[0].text == "a document about proteins"
+
+
+def test_documents_by_id_after_add_and_load(tmp_path: Path, corpus: list[Document]) -> None:
+    r = BM25Retriever()
+    r.index(corpus[:30])
+    r.add(corpus[30:40])
+    wanted = [corpus[35].id, corpus[2].id]
+    got = r.documents(wanted)
+    assert [(d.id, d.title, d.text) for d in got] == [
+        (corpus[35].id, corpus[35].title, corpus[35].text),
+        (corpus[2].id, corpus[2].title, corpus[2].text),
+    ]
+    r.save(tmp_path / "idx")
+    assert open_index(tmp_path / "idx").documents(wanted) == got
+    with pytest.raises(NotFoundError, match="'nope' is not in the index"):
+        r.documents(["nope"])
+
+
+@pytest.mark.parametrize(
+    ("module", "extra"), [("bm25s", "retrieval"), ("Stemmer", "retrieval"), ("ranx", "retrieval")]
+)
+def test_a_missing_optional_dependency_is_one_line_naming_the_extra(
+    monkeypatch: pytest.MonkeyPatch, module: str, extra: str
+) -> None:
+    from hwkit.errors import UnavailableError
+    from hwkit.plugins.retrievers.beir import score_run
+
+    monkeypatch.setitem(sys.modules, module, None)  # as if not installed
+    with pytest.raises(UnavailableError) as info:
+        if module == "ranx":
+            score_run({"q": {"a": 1}}, {"q": {"a": 1.0}})
+        else:
+            BM25Retriever().index([Document("a", "proteins fold")])
+    message = info.value.one_line()
+    assert f"pip install 'hwkit[{extra}]'" in message and module in message
+    assert "\n" not in message

@@ -1,11 +1,12 @@
 """``hwkit chat`` without ``--url``: the real SmolLM2-135M-Instruct, loaded locally.
 
-chat_loop generates greedily (``server_generate`` samples only when given a temperature, and
-chat passes none), so a reply is deterministic and must equal transformers' own greedy
-``generate`` on the same chat-template prompt.
+chat_loop loads the model through its ``generate`` plan (``hwkit.jobs.load_generator``; on
+this machine the CPU plan, float32) and generates greedily (the runtime samples only when
+given a temperature, and chat passes none), so a reply is deterministic and must equal
+transformers' own greedy ``generate`` on the same chat-template prompt.
 """
 
-# ruff: noqa: F811  (pytest fixtures imported from tests.test_export_fixtures)
+# ruff: noqa: F811  (pytest fixtures imported from the export fixtures module)
 from __future__ import annotations
 
 import io
@@ -18,7 +19,7 @@ import pytest
 
 from hwkit.errors import EXIT_NOT_FOUND, UsageError
 from tests.cli import run_hwkit
-from tests.test_export_fixtures import MODEL, smol  # noqa: F401
+from tests.plugins.exporters.test_export_fixtures import MODEL, smol  # noqa: F401
 
 MAX_TOKENS = 12
 QUESTION = "What is the capital of France?"
@@ -71,17 +72,17 @@ def test_one_shot_message_prints_the_greedy_reply(smol: Path, reference: Any) ->
 def test_interactive_loop_keeps_history_and_ends_on_eof(
     smol: Path, reference: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from hwkit import server_generate
+    from hwkit.plugins.runtimes.transformers import TransformersGenerator
     from hwkit.plugins.serving.chat import chat_loop
 
     seen: list[list[dict[str, str]]] = []
-    real_build_prompt = server_generate.build_prompt
+    real_prompt = TransformersGenerator.prompt
 
-    def spy(tokenizer: Any, model: Any, messages: list[dict[str, str]], n: int) -> Any:
+    def spy(self: TransformersGenerator, messages: list[dict[str, str]], n: int) -> Any:
         seen.append([dict(m) for m in messages])
-        return real_build_prompt(tokenizer, model, messages, n)
+        return real_prompt(self, messages, n)
 
-    monkeypatch.setattr(server_generate, "build_prompt", spy)
+    monkeypatch.setattr(TransformersGenerator, "prompt", spy)
     monkeypatch.setattr(sys, "stdin", io.StringIO("Hi!\n\nName a colour.\n"))  # then EOF
     out = io.StringIO()
     chat_loop(
@@ -112,18 +113,18 @@ def test_interactive_loop_keeps_history_and_ends_on_eof(
 def test_keep_trims_history_to_whole_turns(smol: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``--keep 4`` must not leave a reply without its question at the head of the history
     (templates such as Mistral's refuse a conversation that starts with the assistant)."""
-    from hwkit import server_generate
+    from hwkit.plugins.runtimes.transformers import TransformersGenerator
     from hwkit.plugins.serving.chat import chat_loop
 
     seen: list[list[str]] = []
-    real_build_prompt = server_generate.build_prompt
+    real_prompt = TransformersGenerator.prompt
 
-    def spy(tokenizer: Any, model: Any, messages: list[dict[str, str]], n: int) -> Any:
+    def spy(self: TransformersGenerator, messages: list[dict[str, str]], n: int) -> Any:
         seen.append([f"{m['role']}:{m['content']}" for m in messages if m["role"] == "user"])
         assert messages[0]["role"] == "user", messages
-        return real_build_prompt(tokenizer, model, messages, n)
+        return real_prompt(self, messages, n)
 
-    monkeypatch.setattr(server_generate, "build_prompt", spy)
+    monkeypatch.setattr(TransformersGenerator, "prompt", spy)
     monkeypatch.setattr(sys, "stdin", io.StringIO("one\ntwo\nthree\n"))
     chat_loop(
         model=MODEL,
@@ -178,3 +179,31 @@ def test_interactive_cli_answers_stdin_and_exits_0_on_eof(smol: Path, reference:
     want = reference([{"role": "user", "content": QUESTION}])
     assert proc.stdout == f"> {want}\n> "
     assert "Traceback" not in proc.stderr
+
+
+def test_local_chat_loads_through_the_plan_on_the_process_runtime(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With a mock RTX 5090 as the process's runtime, the local model is on its cuda:0 in
+    the plan's bfloat16, not on the CPU backend."""
+    from hwkit.plugins.runtimes.transformers import TransformersGenerator
+    from hwkit.plugins.serving.chat import chat_loop
+    from hwkit.runtime import set_current
+    from hwkit.testing import mock_runtime
+
+    runtime = mock_runtime("rtx5090")
+    set_current(runtime)  # the conftest gives the next test a fresh runtime
+    where: list[tuple[Any, str]] = []
+    real_prompt = TransformersGenerator.prompt
+
+    def spy(self: TransformersGenerator, messages: list[dict[str, str]], n: int) -> Any:
+        where.append((self.device, self.plan.dtype))
+        return real_prompt(self, messages, n)
+
+    monkeypatch.setattr(TransformersGenerator, "prompt", spy)
+    out = io.StringIO()
+    chat_loop(
+        model=MODEL, url=None, token=None, system=None, message="Hi", max_tokens=2, keep=4, out=out
+    )
+    assert where == [(runtime.device("cuda:0"), "bfloat16")]
+    assert out.getvalue().strip()

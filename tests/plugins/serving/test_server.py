@@ -1,5 +1,5 @@
 """``hwkit serve`` against the official ``openai`` client, on loopback with real models."""
-# ruff: noqa: F811  (pytest fixtures imported from tests.test_export_fixtures)
+# ruff: noqa: F811  (pytest fixtures imported from the export fixtures module)
 
 from __future__ import annotations
 
@@ -16,10 +16,11 @@ import openai
 import pytest
 
 from hwkit.errors import ConfigError, UsageError
-from hwkit.plugins.serving.server import ServeConfig, check_bind, create_app
-from hwkit.plugins.serving.pool import estimate_bytes, parse_size
+from hwkit.plugins.serving.config import ServeConfig, check_bind, parse_size
+from hwkit.plugins.serving.routes import create_app
 from hwkit.plugins.serving.sessions import load_personas
-from tests.test_export_fixtures import lora_run, merged_lora, smol  # noqa: F401
+from hwkit.testing import mock_runtime
+from tests.plugins.exporters.test_export_fixtures import lora_run, merged_lora, smol  # noqa: F401
 
 TOKEN = "s3cret-token"
 
@@ -30,15 +31,28 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def planned_bytes(source: Path, runtime: Any) -> int:
+    """What the ``generate`` plan of ``source`` takes on ``runtime`` (loaded once to see)."""
+    from hwkit.jobs import load_generator
+
+    generator = load_generator(source, runtime=runtime)
+    try:
+        return generator.plan.estimate.total
+    finally:
+        generator.close()
+
+
 @pytest.fixture(scope="module")
 def server(smol: Path, merged_lora: Path) -> Iterator[dict[str, Any]]:
-    """uvicorn on 127.0.0.1 in a thread; the budget holds one model, not two."""
+    """uvicorn on 127.0.0.1 in a thread, models planned on a mock CPU; the budget holds
+    one model, not two."""
     import uvicorn
 
+    runtime = mock_runtime("cpu")
     config = ServeConfig(
         models={"smol": str(smol), "smol-lora": str(merged_lora)},
         token=TOKEN,
-        memory_budget=int(estimate_bytes(str(smol)) * 1.5),
+        memory_budget=int(planned_bytes(smol, runtime) * 1.5),
         session_messages=4,
         max_queue=2,
         workers=1,
@@ -47,7 +61,7 @@ def server(smol: Path, merged_lora: Path) -> Iterator[dict[str, Any]]:
         max_tokens_limit=16,
         default_max_tokens=8,
     )
-    app = create_app(config)
+    app = create_app(config, runtime)
     port = _free_port()
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
@@ -221,6 +235,20 @@ def test_second_model_evicts_the_least_recently_used(
     assert reply.model == "smol-lora" and reply.choices[0].message.content is not None
     assert state.pool.loaded() == ["smol-lora"] and state.pool.evictions == ["smol"]
     assert state.pool.used_bytes() <= state.pool.budget
+
+
+def test_health_says_where_each_loaded_model_is_and_why(server: dict[str, Any]) -> None:
+    client = openai.OpenAI(base_url=server["base"] + "/v1", api_key=TOKEN, max_retries=0)
+    _ask(client, "Hi", model="smol-lora", max_tokens=2)
+    health = httpx.get(server["base"] + "/health").json()
+    placed = health["placements"]["smol-lora"]
+    plan = server["state"].pool.get("smol-lora").plan
+    assert placed["device"] == plan.device == "cpu:0" and placed["runtime"] == "transformers"
+    assert placed["dtype"] == plan.dtype == "float32"
+    assert placed["planned_bytes"] == plan.estimate.total == health["memory_used"]
+    assert placed["reasons"]["device"].startswith("cpu:0")
+    assert placed["reasons"]["runtime"].startswith("transformers")
+    assert health["reserved"] == {"cpu:0": plan.estimate.total}
 
 
 def test_bind_beyond_localhost_needs_a_token() -> None:

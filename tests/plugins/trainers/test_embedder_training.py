@@ -13,16 +13,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hwkit.errors import ConfigError, NotFoundError
-from hwkit.plugins.embedders import default_model_path
+from hwkit.checkpoints import MARKER
+from hwkit.errors import ConfigError, NotFoundError, UsageError
+from hwkit.jobs import train
+from hwkit.plugins.trainers.embedder import EmbedderTrainConfig, EmbedderTrainer
+from hwkit.plugins.trainers.embedder.loss import false_negative_mask, info_nce
 from hwkit.plugins.trainers.embedder.pairs import Pair, load_pairs, read_beir_pairs
-from hwkit.plugins.trainers.embedder.trainer import (
-    EmbedderTrainConfig,
-    EmbedderTrainer,
-    false_negative_mask,
-    info_nce,
-)
-from hwkit.testing import mock_device
+from hwkit.runtime import current
+from hwkit.testing import mock_device, mock_runtime
+from hwkit.trainer import TrainingData
 
 pytestmark = pytest.mark.slow
 
@@ -56,14 +55,12 @@ def pairs_file(scifact: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def trained(pairs_file: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
-    """``hwkit train embedder``'s path: config -> runtime -> allocator plan -> fit."""
-    from hwkit.runtime import Runtime
-
+    """``hwkit train embedder``'s path: the core's job flow (resolve, prepare, plan, fit)."""
     out = tmp_path_factory.mktemp("run")
     config = EmbedderTrainConfig(
         data=pairs_file, eval_data=pairs_file, output_dir=out, max_steps=2, **SMALL
     )
-    result = EmbedderTrainer(config).run(config, runtime=Runtime.load())
+    result = train(EmbedderTrainer(), config, runtime=current())
     return out, result
 
 
@@ -116,8 +113,9 @@ def test_training_lowers_contrastive_loss_and_saves_a_loadable_model(
 ) -> None:
     from sentence_transformers import SentenceTransformer
 
-    from hwkit.plugins.embedders.torch_embedder import TorchEmbedder
+    from hwkit.jobs import load_embedder
 
+    cpu = mock_runtime("cpu")  # a float32 plan, whatever this machine has
     out, result = trained
     metrics = result.metrics  # type: ignore[attr-defined]
     assert result.steps == 2  # type: ignore[attr-defined]
@@ -131,30 +129,39 @@ def test_training_lowers_contrastive_loss_and_saves_a_loadable_model(
     assert (model_dir / "model.safetensors").is_file()
     assert not list(model_dir.glob("*.bin")) and not list(model_dir.glob("*.pt"))
     texts = [json.loads(x)["query"] for x in pairs_file.read_text().splitlines()[:3]]
-    tuned = TorchEmbedder(model=model_dir).embed(texts)
+    tuned = load_embedder("torch", model_dir, runtime=cpu).embed(texts)
     reference = SentenceTransformer(str(model_dir), device="cpu").encode(
         texts, normalize_embeddings=True
     )
     assert np.sum(tuned * reference, axis=1).min() > 1 - 1e-5
-    base = TorchEmbedder(model=default_model_path()).embed(texts)
+    base = load_embedder("torch", "all-minilm-l6-v2", runtime=cpu).embed(texts)
     assert np.sum(tuned * base, axis=1).max() < 0.9999  # the weights really changed
 
 
 def test_resume_continues_from_the_last_checkpoint(
     trained: tuple[Path, object], pairs_file: Path, tmp_path: Path
 ) -> None:
-    from hwkit.runtime import Runtime
-
     out, _ = trained
     run_dir = tmp_path / "run"
     shutil.copytree(out, run_dir)
     first = json.loads((run_dir / "metrics.json").read_text())["losses"]
-    checkpoints = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
-    assert checkpoints == ["step-0000001", "step-0000002"]  # keep_checkpoints=2
+    folder = run_dir / "checkpoints"
+    checkpoints = sorted(p.name for p in folder.iterdir())
+    assert checkpoints == ["checkpoint-1", "checkpoint-2"]  # keep_checkpoints=2
+    assert all((folder / name / MARKER).is_file() for name in checkpoints)
+    # A save torn by a kill: the next checkpoint folder, without the completeness marker.
+    torn = folder / "checkpoint-3"
+    torn.mkdir()
+    (torn / "model.safetensors").write_bytes(b"\0" * 10)
     config = EmbedderTrainConfig(data=pairs_file, output_dir=run_dir, max_steps=3, **SMALL)
-    result = EmbedderTrainer(config).run(config, runtime=Runtime.load(), resume=True)
+    with pytest.raises(UsageError, match="already holds checkpoints"):
+        train(EmbedderTrainer(), config, runtime=current())  # no silent restart over a run
+    result = train(EmbedderTrainer(), config, runtime=current(), resume=True)
     losses = json.loads((run_dir / "metrics.json").read_text())["losses"]
     assert result.steps == 3 and len(losses) == 3 and losses[:2] == first
+    # the torn folder was discarded, then step 3 was saved again completely
+    assert (torn / MARKER).is_file() and (torn / "model.safetensors").stat().st_size > 10
+    assert sorted(p.name for p in folder.iterdir()) == ["checkpoint-2", "checkpoint-3"]
 
 
 def test_out_of_memory_mid_step_is_survived_without_losing_the_step(
@@ -164,8 +171,9 @@ def test_out_of_memory_mid_step_is_survived_without_losing_the_step(
 
     device = mock_device("cpu")
     pairs = load_pairs(scifact, split="train", limit=8)
-    trainer = EmbedderTrainer(EmbedderTrainConfig(max_steps=1, **SMALL))
-    the_plan = plan(trainer.job(default_model_path(), micro_batch=8), devices=[device])
+    config = EmbedderTrainConfig(max_steps=1, micro_batch=8, **SMALL)
+    trainer = EmbedderTrainer(config)
+    the_plan = plan(trainer.job(config, TrainingData(pairs)), devices=[device])
     assert the_plan.micro_batch == 8
     device.inject_oom(times=1, min_batch=5)  # the full batch of 8 fails; chunks of 4 fit
     result = trainer.fit(pairs, plan=the_plan, device=device, output_dir=tmp_path)

@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from hwkit.atomic import write_json_atomic
 from hwkit import checkpoints as ckpt
+from hwkit.atomic import write_json_atomic
 from hwkit.plugins.trainers.metrics import truncate_metrics
 from hwkit.rundir import read_jsonl
 

@@ -48,9 +48,10 @@ def _losses(run: Path) -> dict[int, float]:
 
 
 def test_kill_9_then_resume_matches_uninterrupted(tmp_path: Path) -> None:
+    from hwkit.jobs import train
     from hwkit.plugins.trainers.config import SFTConfig, load_config
     from hwkit.plugins.trainers.sft import SFTTrainerPlugin
-    from hwkit.runtime import Runtime
+    from hwkit.runtime import current
 
     config_path = _write_config(tmp_path / "sft.toml")
     killed = tmp_path / "killed"
@@ -80,9 +81,9 @@ def test_kill_9_then_resume_matches_uninterrupted(tmp_path: Path) -> None:
     torn.mkdir(exist_ok=True)
     (torn / "adapter_model.safetensors").write_bytes(b"\0" * 10)
 
-    runtime = Runtime.load()
+    runtime = current()
     config = load_config(SFTConfig, config_path, overrides={"output_dir": str(killed)})
-    resumed = SFTTrainerPlugin().run(config, runtime=runtime, resume=True)
+    resumed = train(SFTTrainerPlugin(), config, runtime=runtime, resume=True)
     report = json.loads((killed / "report.json").read_text())
     assert resumed.steps == STEPS
     assert report["resumed_from"].endswith(f"checkpoint-{last_complete}")
@@ -95,7 +96,7 @@ def test_kill_9_then_resume_matches_uninterrupted(tmp_path: Path) -> None:
 
     straight = tmp_path / "straight"
     config = load_config(SFTConfig, config_path, overrides={"output_dir": str(straight)})
-    SFTTrainerPlugin().run(config, runtime=runtime)
+    train(SFTTrainerPlugin(), config, runtime=runtime)
     got, want = _losses(killed), _losses(straight)
     assert sorted(got) == sorted(want) == list(range(1, STEPS + 1))
     for step in want:

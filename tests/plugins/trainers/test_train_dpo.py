@@ -25,10 +25,11 @@ def _shortest_pairs(shared_data: Path, out: Path) -> Path:
 
 
 def test_dpo_raises_held_out_reward_accuracy(shared_data: Path, tmp_path: Path) -> None:
+    from hwkit.jobs import train
     from hwkit.plugins.data import DataConfig
     from hwkit.plugins.trainers.config import DPOConfig, EvalSettings
     from hwkit.plugins.trainers.dpo import DPOTrainerPlugin
-    from hwkit.runtime import Runtime
+    from hwkit.runtime import current
 
     pairs = _shortest_pairs(shared_data, tmp_path / "pairs.jsonl")
     config = DPOConfig(
@@ -42,7 +43,7 @@ def test_dpo_raises_held_out_reward_accuracy(shared_data: Path, tmp_path: Path) 
         save_steps=5,
         eval=EvalSettings(max_rows=8),
     )
-    result = DPOTrainerPlugin().run(config, runtime=Runtime.load())
+    result = train(DPOTrainerPlugin(), config, runtime=current())
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     before, after = report["eval_before"], report["eval_after"]
     assert result.steps == 5

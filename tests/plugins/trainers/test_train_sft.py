@@ -17,9 +17,10 @@ STEPS = 4
 
 @pytest.fixture(scope="module")
 def sft_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    from hwkit.jobs import train
     from hwkit.plugins.trainers.config import EvalSettings, SFTConfig
     from hwkit.plugins.trainers.sft import SFTTrainerPlugin, persona_data
-    from hwkit.runtime import Runtime
+    from hwkit.runtime import current
 
     out = tmp_path_factory.mktemp("sft") / "run"
     data = persona_data().model_copy(update={"validation_fraction": 0.1})
@@ -34,7 +35,7 @@ def sft_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
         save_total_limit=1,
         eval=EvalSettings(max_rows=3, samples=1, max_new_tokens=8),
     )
-    result = SFTTrainerPlugin().run(config, runtime=Runtime.load())
+    result = train(SFTTrainerPlugin(), config, runtime=current())
     return out, result
 
 

@@ -25,7 +25,15 @@ class EmuDevice(Device):
 
     @property
     def capabilities(self) -> Capabilities:
-        return Capabilities(dtypes=("float32",), features=("emulated",), shared_memory=True)
+        # The emulator ships 8-bit weight kernels: the allocator may plan int8 weights here
+        # (it reads capabilities, never backend names).
+        return Capabilities(
+            dtypes=("float32",),
+            features=("emulated",),
+            shared_memory=True,
+            quantization=("int8",),
+            runtimes=("transformers",),
+        )
 
     def memory(self) -> MemorySnapshot:
         return MemorySnapshot(

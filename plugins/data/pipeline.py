@@ -19,9 +19,10 @@ from hwkit.plugins.data.columns import Columns
 from hwkit.plugins.data.config import DataConfig
 from hwkit.plugins.data.example import Example
 from hwkit.plugins.data.readiness import ReadinessReport, build_report
-from hwkit.plugins.data.records import Ledger, RawRecord
+from hwkit.plugins.data.records import Ledger, RawRecord, position
 from hwkit.plugins.data.sources import load
 from hwkit.plugins.data.split import split
+from hwkit.rejects import write_rejects
 
 log = get_logger(__name__)
 
@@ -109,7 +110,7 @@ def prepare(cfg: DataConfig, rejects_path: Path | None = None) -> PreparedData:
     used = {id(rec) for ex in examples for rec in ex.sources}
     rejects = loaded.rejects
     kept = ledger.settle(records, used, rejects)
-    rejects.items.sort(key=lambda r: r.position)
+    rejects.items.sort(key=position)
     report = build_report(
         source=loaded.name,
         kind=cfg.kind,
@@ -130,7 +131,8 @@ def prepare(cfg: DataConfig, rejects_path: Path | None = None) -> PreparedData:
         [ex.row for ex in train], [ex.row for ex in validation], report, reject_rows
     )
     if rejects_path is not None:
-        data.rejects_path = write_jsonl_atomic(rejects_path, reject_rows)
+        write_rejects(rejects_path, rejects.items)
+        data.rejects_path = rejects_path
     log.info(
         "data.prepared",
         source=loaded.name,

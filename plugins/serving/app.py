@@ -1,0 +1,42 @@
+"""``serve``: run the chat server in the foreground (uvicorn), on the caller's runtime."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from hwkit.log import get_logger
+from hwkit.plugins.serving.config import ServeConfig, check_bind
+
+if TYPE_CHECKING:
+    from hwkit.runtime import Runtime
+
+log = get_logger(__name__)
+
+PURPOSE = "hwkit serve"
+
+
+def serve(config: ServeConfig, runtime: Runtime) -> None:
+    """Check the bind address and the ``serve`` extra, then serve until interrupted."""
+    from hwkit.extras import require
+
+    check_bind(config)
+    for module in ("fastapi", "anyio", "uvicorn"):
+        require(module, purpose=PURPOSE)
+    import uvicorn
+
+    from hwkit.plugins.serving.routes import create_app
+
+    app = create_app(config, runtime)
+    log.info(
+        "serve.start",
+        host=config.host,
+        port=config.port,
+        models=list(config.models),
+        budget_mib=round(config.memory_budget / 2**20) if config.memory_budget else None,
+        dtype=config.dtype or "per plan",
+        auth=bool(config.token),
+    )
+    try:
+        uvicorn.run(app, host=config.host, port=config.port, log_level="warning", access_log=False)
+    finally:
+        app.state.hwkit.pool.close()
