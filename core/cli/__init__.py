@@ -74,6 +74,10 @@ def _quiet_libraries() -> None:
     if sys.stderr.isatty() and not {"-v", "--verbose"} & set(sys.argv[1:]):
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+        # Hub, transformers (weight loading) and datasets (tokenising, packing) progress bars:
+        # hwkit's own progress display says what is happening.
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
 
 
 def main() -> None:
@@ -95,9 +99,22 @@ def main() -> None:
         typer.echo("aborted", err=True)
         sys.exit(1)
     except Exception as exc:  # click usage errors arrive here with standalone_mode=False
-        import click
-
-        if isinstance(exc, click.ClickException):
+        usage = _click_exception_types()
+        if usage and isinstance(exc, usage):
             exc.show()
             sys.exit(exc.exit_code)
         raise
+
+
+def _click_exception_types() -> tuple[type[Exception], ...]:
+    """click's usage-error base class: typer >= 0.20 ships its own copy of click
+    (``typer._click``), older typers use the click package; accept either."""
+    import importlib
+
+    found: list[type[Exception]] = []
+    for module in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            found.append(importlib.import_module(module).ClickException)
+        except (ImportError, AttributeError):
+            continue
+    return tuple(found)

@@ -32,6 +32,7 @@ def quickstart(
     from rich.console import Console
 
     from hwkit.jobs import train
+    from hwkit.plan import Plan
     from hwkit.plugins.trainers.cli import print_eval
     from hwkit.plugins.trainers.config import EvalSettings, SFTConfig
     from hwkit.plugins.trainers.evaluate import evaluate_run
@@ -66,8 +67,17 @@ def quickstart(
     )
     console.print("[bold]2/4 plan + data + train[/]: SmolLM2-135M-Instruct, LoRA, persona sample")
     result = train(SFTTrainerPlugin(), config, runtime=runtime, resume=not fresh and out.exists())
-    plan_path = result.output_dir / rundir.PLAN
-    console.print(f"    plan: {plan_path}; {result.steps} steps; run dir {result.output_dir}")
+    plan = Plan.model_validate_json((result.output_dir / rundir.PLAN).read_text(encoding="utf-8"))
+    console.print(
+        f"    plan: {plan.device} {plan.dtype}, micro-batch {plan.micro_batch} x "
+        f"{plan.grad_accum} accumulation, checkpointing "
+        f"{'on' if plan.gradient_checkpointing else 'off'}, estimated peak "
+        f"{plan.estimate.total / 1e9:.2f} GB of {plan.budget / 1e9:.2f} GB"
+    )
+    console.print(
+        f"    trained {result.steps} step{'s' if result.steps != 1 else ''}; "
+        f"run directory {result.output_dir} (plan.json says why)"
+    )
     console.print("[bold]3/4 evaluate[/]: held-out loss, before/after answers")
     evaluation = evaluate_run(result.output_dir, samples=samples, max_new_tokens=max_new_tokens)
     console.print("[bold]4/4 results[/]")

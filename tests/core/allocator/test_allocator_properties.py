@@ -30,7 +30,9 @@ run_settings = st.builds(
     micro_batch=pow2,
     gradient_checkpointing=st.booleans(),
     attention=st.sampled_from(["sdpa", "eager"]),
-    traits=st.sampled_from([PROFILES.get(p).memory.traits() for p in ("h200", "cpu", "arc-meteor-lake")]),
+    traits=st.sampled_from(
+        [PROFILES.get(p).memory.traits() for p in ("h200", "cpu", "arc-meteor-lake")]
+    ),
 )
 
 
