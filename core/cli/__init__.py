@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+from typing import Any
 
 import typer
 
@@ -101,8 +102,9 @@ def main() -> None:
     except Exception as exc:  # click usage errors arrive here with standalone_mode=False
         usage = _click_exception_types()
         if usage and isinstance(exc, usage):
-            exc.show()
-            sys.exit(exc.exit_code)
+            shown: Any = exc  # a ClickException of typer's click or of the click package
+            shown.show()
+            sys.exit(shown.exit_code)
         raise
 
 

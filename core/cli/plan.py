@@ -42,6 +42,7 @@ def _render(p: Plan) -> None:
     r = p.reasons
     rows = [
         ("device", f"{p.device} {p.device_name}", r.get("device", "")),
+        *([("runtime", p.runtime, r.get("runtime", ""))] if p.runtime else []),
         ("dtype", p.dtype, r.get("dtype", "")),
         ("quantization", p.quantization, r.get("quantization", "")),
         ("attention", p.attention, r.get("attention", "")),

@@ -104,6 +104,10 @@ class ModelEmbedder(Embedder):
         self.document_prefix = (
             self.config.prefix("document") if document_prefix is None else document_prefix
         )
+        self._load()
+
+    def _load(self) -> None:
+        """Load what the subclass runs (its encoder), once the common set-up is done."""
 
     @property
     def dtype(self) -> str:

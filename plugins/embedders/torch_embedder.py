@@ -3,7 +3,6 @@ device in the planned dtype."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +22,6 @@ from hwkit.plugins.embedders.batching import (
 
 if TYPE_CHECKING:
     from hwkit.device import Device
-    from hwkit.plan import Plan
 
 log = get_logger(__name__)
 
@@ -38,32 +36,12 @@ class TorchEmbedder(ModelEmbedder):
     name = "torch"
     runtime = "transformers"
 
-    def __init__(
-        self,
-        model: str | os.PathLike[str] | None = None,
-        *,
-        device: Device | None = None,
-        plan: Plan | None = None,
-        batch_size: int = 64,
-        max_length: int | None = None,
-        query_prefix: str | None = None,
-        document_prefix: str | None = None,
-        show_progress: bool | None = None,
-    ) -> None:
+    def _load(self) -> None:
+        """The encoder in the plan's dtype, placed on the device."""
         import torch
 
         from hwkit.plugins.embedders.pooling import load_encoder
 
-        super().__init__(
-            model,
-            device=device,
-            plan=plan,
-            batch_size=batch_size,
-            max_length=max_length,
-            query_prefix=query_prefix,
-            document_prefix=document_prefix,
-            show_progress=show_progress,
-        )
         if self.device.torch_device() is None:
             raise UsageError(
                 f"{self.device.id} has no torch device",

@@ -61,3 +61,59 @@ def test_converted_smollm2_predicts_like_the_gguf() -> None:
     assert int(a.argmax()) == int(b.argmax())
     assert torch.allclose(a, b, atol=1e-3)
     assert os.access(path, os.R_OK | os.X_OK)
+
+
+def _hf_dir(path: Path, *, tokenizer: bool = True) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "config.json").write_text('{"model_type": "llama"}')
+    if tokenizer:
+        (path / "tokenizer.json").write_text("{}")
+    return path
+
+
+def test_one_resolver_for_every_kind_of_model_path(tmp_path: Path) -> None:
+    """Names, HF directories, LoRA runs, run folders with merged or embedder weights, GGUF
+    files and OpenVINO IR all resolve in one place."""
+    from hwkit.models import resolve
+
+    base = _hf_dir(tmp_path / "base")
+    hf = resolve(base)
+    assert (hf.format, hf.weights_dir, hf.tokenizer_dir, hf.config_dir) == ("hf", base, base, base)
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "adapter_config.json").write_text('{"base_model_name_or_path": "elsewhere"}')
+    (run / "adapter_model.safetensors").write_bytes(b"x")
+    (run / "config.toml").write_text(f'model = "{base}"\nsystem_prompt = "You are Ada."\n')
+    lora = resolve(run)
+    assert (lora.adapter, lora.base, lora.weights_dir, lora.config_dir) == (run, base, base, base)
+    assert lora.tokenizer_dir == base and lora.system == "You are Ada." and lora.label == "run"
+
+    merged = tmp_path / "merged-run"
+    _hf_dir(merged / "merged")
+    (merged / "config.toml").write_text('model = "smollm2-135m-instruct"\n')
+    assert resolve(merged).weights_dir == merged / "merged"
+    embedder_run = tmp_path / "emb"
+    _hf_dir(embedder_run / "model")
+    assert resolve(embedder_run).path == embedder_run / "model"
+
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"GGUF")
+    as_gguf = resolve(gguf)
+    assert as_gguf.format == "gguf" and as_gguf.config_dir is None
+    with pytest.raises(Exception, match="no Hugging Face weights directory"):
+        _ = as_gguf.weights_dir
+
+    ir = tmp_path / "ir"
+    ir.mkdir()
+    (ir / "openvino_model.xml").write_text("<net/>")
+    assert resolve(ir).format == "openvino"
+
+    broken_run = tmp_path / "broken"
+    broken_run.mkdir()
+    (broken_run / "adapter_config.json").write_text("{}")
+    with pytest.raises(NotFoundError, match="did not finish saving"):
+        resolve(broken_run)
+    with pytest.raises(NotFoundError, match="no model given"):
+        resolve(None)
+    assert resolve(None, default=str(base)).path == base
