@@ -63,7 +63,7 @@ GRID = [
     Config("full", 2, 128, True, lora_rank=None),
     Config("sft", 1, 384, True, lora_rank=16),
     Config("dpo", 1, 256, False),
-    # measured after the CPU heap retention (profiles/cpu.toml) was fixed: held out of its fit (docs/allocator.md)
+    # measured after the CPU heap retention (cpu.toml) was fixed: held out of the fit
     Config("sft", 2, 192, False, lora_rank=32),
     Config("dpo", 1, 192, True, lora_rank=16),
 ]
