@@ -13,8 +13,6 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from hwkit.device import Backend, BackendStatus, Capabilities, Device, MemorySnapshot
 from hwkit.hookspecs import hookimpl
 
@@ -122,6 +120,8 @@ def usable_cores() -> int:
     """Cores this process may run on (CPU affinity / cpuset), not the host's count."""
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
+    import psutil
+
     return psutil.cpu_count(logical=True) or 1
 
 
@@ -154,6 +154,8 @@ class CPUDevice(Device):
 
     def memory(self) -> MemorySnapshot:
         """Host memory from psutil, capped by the cgroup limit where there is one."""
+        import psutil
+
         vm = psutil.virtual_memory()
         total, free = int(vm.total), int(vm.available)
         rss = int(psutil.Process().memory_info().rss)
@@ -164,6 +166,8 @@ class CPUDevice(Device):
         return MemorySnapshot(total=total, free=free, used_by_us=rss)
 
     def details(self) -> dict[str, Any]:
+        import psutil
+
         return {
             "isa": isa_level(cpu_flags()),
             "physical_cores": psutil.cpu_count(logical=False),

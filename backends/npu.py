@@ -16,8 +16,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from hwkit.device import Backend, BackendStatus, Capabilities, Device, MemorySnapshot
 from hwkit.hookspecs import hookimpl
 from hwkit.log import get_logger
@@ -122,6 +120,8 @@ class NPUDevice(Device):
 
     def memory(self) -> MemorySnapshot:
         """The NPU allocates from host memory; the plugin's own figures narrow it where given."""
+        import psutil
+
         vm = psutil.virtual_memory()
         total = _as_int(self._read("NPU_DEVICE_TOTAL_MEM_SIZE")) or int(vm.total)
         ours = _as_int(self._read("NPU_DEVICE_ALLOC_MEM_SIZE")) or 0

@@ -17,8 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from hwkit.device import Backend, BackendStatus, Capabilities, Device, MemorySnapshot, Telemetry
 from hwkit.hookspecs import hookimpl
 from hwkit.log import get_logger
@@ -160,6 +158,8 @@ class XPUDevice(Device):
     def memory(self) -> MemorySnapshot:
         ours = self._reserved()
         if self._integrated:  # the iGPU allocates from host RAM: budget from what the host has
+            import psutil
+
             vm = psutil.virtual_memory()
             return MemorySnapshot(total=int(vm.total), free=int(vm.available), used_by_us=ours)
         import torch

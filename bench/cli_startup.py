@@ -4,6 +4,10 @@ Targets (ARCHITECTURE.md §5): `hwkit --help` under 0.5 s, `hwkit doctor` under 
 Prints the median of N runs of each and the ratio to the bare interpreter start, and
 whether torch/transformers/openvino were imported (they must not be).
 
+hwkit's own sources are byte-compiled first, as pip does when it installs a package: an
+editable install under ``PYTHONDONTWRITEBYTECODE=1`` (this machine sets it) would otherwise
+recompile every hwkit module on every start, which no installed copy does.
+
     python bench/cli_startup.py [--runs 7]
 """
 
@@ -34,10 +38,21 @@ def timed(cmd: list[str], runs: int) -> tuple[float, str]:
     return statistics.median(samples), stderr
 
 
+def byte_compile() -> None:
+    """Write __pycache__ for hwkit's folders (what `pip install` does for a package)."""
+    import compileall
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    for folder in ("core", "backends", "plugins", "profiles"):
+        compileall.compile_dir(repo / folder, quiet=1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=7)
     runs = parser.parse_args().runs
+    byte_compile()
     base, _ = timed([sys.executable, "-c", "pass"], runs)
     rows = [("python -c pass", base, "", None)]
     for label, args, target in (

@@ -162,13 +162,22 @@ class PluginManager:
     def load_entry_points(self) -> PluginManager:
         """Import every ``hwkit`` entry point, built-ins first, each on its own."""
         eps = list(metadata.entry_points(group=ENTRY_POINT_GROUP))
-        eps.sort(
-            key=lambda ep: (_dist_name(ep) != BUILTIN_DISTRIBUTION, _dist_name(ep) or "", ep.name)
-        )
+        # A distribution's name and version parse its METADATA file: once per distribution,
+        # not once per entry point (hwkit alone has a dozen).
+        owners: dict[int, tuple[str | None, str | None]] = {}
+        for ep in eps:
+            dist = getattr(ep, "dist", None)
+            if id(dist) not in owners:
+                owners[id(dist)] = (dist.name, dist.version) if dist is not None else (None, None)
+
+        def owner(ep: metadata.EntryPoint) -> tuple[str | None, str | None]:
+            return owners[id(getattr(ep, "dist", None))]
+
+        eps.sort(key=lambda ep: (owner(ep)[0] != BUILTIN_DISTRIBUTION, owner(ep)[0] or "", ep.name))
         seen: set[str] = set()
         for ep in eps:
-            dist = _dist_name(ep)
-            info = PluginInfo(ep.name, ep.value, dist, _dist_version(ep))
+            dist, version = owner(ep)
+            info = PluginInfo(ep.name, ep.value, dist, version)
             if ep.name in seen:
                 self._failures.append(
                     PluginFailure(ep.name, dist, "import", "another plugin already uses this name")
@@ -286,16 +295,6 @@ def _registry(attr: str) -> Registry[Any]:
         module, _, name = contract.partition(":")
         base = getattr(importlib.import_module(module), name)
     return Registry(what, base)
-
-
-def _dist_name(ep: metadata.EntryPoint) -> str | None:
-    dist = getattr(ep, "dist", None)
-    return dist.name if dist is not None else None
-
-
-def _dist_version(ep: metadata.EntryPoint) -> str | None:
-    dist = getattr(ep, "dist", None)
-    return dist.version if dist is not None else None
 
 
 def load_plugins(disabled: set[str] | None = None) -> PluginManager:
