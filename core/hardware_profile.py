@@ -116,6 +116,24 @@ class TrainingDefaults(_Strict):
     quantization: Literal["none", "int8", "nf4"] = "none"
 
 
+WeightFormat = Literal["none", "nf4", "int8", "int4"]
+
+
+class InferenceDefaults(_Strict):
+    """How a practitioner runs models here, where it differs from what the planner derives.
+
+    Unset fields follow the device: the best native 16-bit dtype, the training section's
+    attention, unquantised weights first, then the device's weight kernels. ``weights``
+    (generation) and ``encoder_weights`` (embedding, reranking) are tried in order for the
+    device's first runtime, e.g. an NPU's INT8 then INT4 through OpenVINO.
+    """
+
+    dtype: str | None = None
+    attention: str | None = None
+    weights: list[WeightFormat] | None = None
+    encoder_weights: list[WeightFormat] | None = None
+
+
 class ThermalSpec(_Strict):
     max_temp_c: float | None = None
     tdp_w: float | None = None
@@ -134,6 +152,7 @@ class HardwareProfile(_Strict):
     compute: ComputeSpec
     throughput: list[Throughput] = Field(default_factory=list)
     training: TrainingDefaults = Field(default_factory=TrainingDefaults)
+    inference: InferenceDefaults = Field(default_factory=InferenceDefaults)
     thermal: ThermalSpec = Field(default_factory=ThermalSpec)
     generic: bool = Field(False, description="derived from detection, not from a file")
     path: str | None = Field(None, description="file it was loaded from")

@@ -185,6 +185,11 @@ def load_embedder(
     return embedder
 
 
+# Tokens per sequence a served model is planned for unless asked otherwise: a model's own
+# limit (128K for Llama 3.1) would make every sequence's KV cache the size of its weights.
+DEFAULT_CONTEXT = 4096
+
+
 def load_generator(
     model: str | os.PathLike[str],
     *,
@@ -199,7 +204,8 @@ def load_generator(
 ) -> Generator:
     """A generator for ``model`` on the device and runtime its ``generate`` plan chose.
 
-    ``context`` is prompt plus new tokens per sequence (the model's limit when None),
+    ``context`` is prompt plus new tokens per sequence (``DEFAULT_CONTEXT`` or the model's
+    limit, whichever is smaller, when None: the KV cache is planned for it),
     ``sequences`` how many are decoded together; ``runtimes`` the acceptable runtimes in
     order of preference (default: every registered runtime that loads the model's format).
     ``dtype`` overrides the plan's dtype (the user's choice, recorded as the reason, the
@@ -220,7 +226,7 @@ def load_generator(
             hint="hwkit plugins lists the runtimes installed",
         )
     spec = ModelSpec.from_pretrained(resolved.config_dir or resolved.path)
-    seq_len = min(context or spec.max_positions, spec.max_positions)
+    seq_len = min(context or DEFAULT_CONTEXT, spec.max_positions)
     job = Job("generate", spec, seq_len=seq_len, effective_batch=sequences, runtimes=names)
     placement = place(job, rt, device=device, reserved=reserved)
     chosen = placement.plan

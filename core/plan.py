@@ -52,7 +52,11 @@ class Plan(BaseModel):
     profile: str = Field(description="hardware profile name the plan was made against")
     present: bool = Field(True, description="False when planning for hardware not in this machine")
     dtype: str = "float32"
-    quantization: Literal["none", "int8", "nf4"] = "none"
+    quantization: str = Field(
+        "none",
+        description="weights: none, nf4/int8 (bitsandbytes), int8/int4 (OpenVINO), or the "
+        "format a GGUF/IR file stores (e.g. q4_k_m)",
+    )
     attention: str = "sdpa"
     runtime: str | None = Field(None, description="inference runtime; None for training")
     micro_batch: int = 1

@@ -9,7 +9,7 @@ from hwkit.allocator.spec import ModelSpec
 from hwkit.errors import UsageError
 from hwkit.plan import JobKind
 
-Quantization = Literal["auto", "none", "nf4", "int8"]
+Quantization = Literal["auto", "none", "nf4", "int8", "int4"]
 
 TRAINING_KINDS = frozenset({"sft", "dpo", "full", "embedder-train"})
 LORA_KINDS = frozenset({"sft", "dpo"})
@@ -81,6 +81,11 @@ class Job:
             object.__setattr__(self, "lora_rank", None)
         if self.kind not in TRAINING_KINDS:
             object.__setattr__(self, "gradient_checkpointing", False)
+        if self.trains and self.quantization == "int4":
+            raise UsageError(
+                f"{self.kind} cannot train on int4 weights (an inference format)",
+                hint="use quantization 'nf4' (QLoRA) to train on 4-bit weights",
+            )
         if self.kind in {"full", "embedder-train"} and self.quantization in ("nf4", "int8"):
             raise UsageError(
                 f"{self.kind} trains every weight and cannot use {self.quantization} weights",

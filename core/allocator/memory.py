@@ -21,7 +21,9 @@ DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 
 # Bytes per weight of a quantised linear layer: NF4 = 4 bits + one fp32 absmax per 64
 # weights (bitsandbytes without double quantisation; with it, slightly less).
-QUANT_BYTES = {"nf4": 0.5 + 4 / 64, "int8": 1.0 + 4 / 4096}
+# INT4 = 4 bits + one fp16 scale per group of 128 (OpenVINO/NNCF symmetric weight
+# compression; GGUF's 4-bit block formats are read from the file instead).
+QUANT_BYTES = {"nf4": 0.5 + 4 / 64, "int8": 1.0 + 4 / 4096, "int4": 0.5 + 2 / 128}
 
 # Calibrated (docs/allocator.md): saved activations measured / counted tensor elements.
 ACTIVATION_SCALE = 1.0
@@ -70,13 +72,24 @@ def _attention_square_bytes(spec: ModelSpec, seq_len: int, attention: str, dtype
 def weight_bytes(
     spec: ModelSpec, dtype: str, quantization: str, *, master_fp32: bool = False
 ) -> int:
-    """Base weights: linear layers in the quantised format, the rest in ``dtype``."""
+    """Base weights: linear layers in the quantised format, the rest in ``dtype``; an
+    exported file's own bytes when the weights are stored (GGUF, OpenVINO IR)."""
+    if spec.stored is not None:
+        return spec.stored.bytes
     dtype_b = 4 if master_fp32 else DTYPE_BYTES[dtype]
     linear = spec.num_layers * spec.layer_linear_params
     rest = spec.param_count - linear
     if quantization in QUANT_BYTES:
         return int(linear * QUANT_BYTES[quantization] + rest * dtype_b)
     return spec.param_count * dtype_b
+
+
+def kv_cache_bytes(spec: ModelSpec, context: int, sequences: int, dtype: str) -> int:
+    """Keys and values of every layer: 2 x layers x KV heads x head dim x context x bytes,
+    per sequence; in the stored format's cache type where its runtime fixes one."""
+    kv_b = DTYPE_BYTES[spec.stored.kv_dtype] if spec.stored and spec.stored.kv_dtype else None
+    per_token = 2 * spec.num_layers * spec.num_kv_heads * spec.head_dim
+    return per_token * context * sequences * (kv_b or DTYPE_BYTES[dtype])
 
 
 def estimate(job: Job, settings: Settings) -> MemoryEstimate:
@@ -138,7 +151,7 @@ def estimate(job: Job, settings: Settings) -> MemoryEstimate:
         transient += _attention_square_bytes(spec, job.seq_len, settings.attention, dtype_b) * rows
         parts["activations"] = transient
         if job.kind == "generate":
-            parts["kv_cache"] = 2 * spec.num_layers * spec.kv_dim * tokens * dtype_b
+            parts["kv_cache"] = kv_cache_bytes(spec, job.seq_len, rows, settings.dtype)
             parts["logits"] = rows * spec.vocab * 4 * 2  # last position only, and its softmax
         else:
             parts["logits"] = rows * spec.hidden * 4 * 2  # pooled, normalised vectors

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 
 from hwkit.allocator import policy
 from hwkit.allocator.budget import Budget, device_budget, gb, reserved_for
-from hwkit.allocator.job import LORA_KINDS, Job
-from hwkit.allocator.memory import Settings, estimate
+from hwkit.allocator.job import LORA_KINDS, Job, Quantization
+from hwkit.allocator.memory import Settings, estimate, kv_cache_bytes
 from hwkit.allocator.spec import ModelSpec, shipped_names
 from hwkit.allocator.targets import Target, resolve_targets
 from hwkit.errors import NoFitError, UnknownNameError
@@ -132,7 +132,11 @@ def plan_on(job: Job, target: Target, reserved: int = 0) -> Plan | str:
         return runtime_reason
     dtype, dtype_reason = policy.choose_dtype(job, target)
     attention, attention_reason = policy.attention(job, target, dtype)
-    quants, quant_note = policy.quant_options(job, target)
+    inference = job.kind in policy.INFERENCE_KINDS
+    if inference:
+        quants, quant_note = policy.inference_weights(job, target, runtime)
+    else:
+        quants, quant_note = policy.quant_options(job, target)
     if not quants:
         return f"{device.id}: {quant_note}"
     traits = profile.memory.traits()
@@ -154,7 +158,11 @@ def plan_on(job: Job, target: Target, reserved: int = 0) -> Plan | str:
         reasons = {
             "dtype": dtype_reason,
             "attention": attention_reason,
-            "quantization": policy.quant_reason(quant, job, quant_note),
+            "quantization": (
+                policy.inference_quant_reason(quant, quants, quant_note, job)
+                if inference
+                else policy.quant_reason(quant, job, quant_note)
+            ),
             "gradient_checkpointing": gc_reason,
         }
         if runtime is not None:
@@ -186,8 +194,10 @@ def _make_plan(
             f"{gb(est.total)} of {gb(budget.bytes)}"
         )
     seq_reason = f"{job.seq_len} (model limit {job.model.max_positions})"
-    if job.seq_len > profile.training.max_seq_len:
+    if job.trains and job.seq_len > profile.training.max_seq_len:
         seq_reason += f"; above profile {profile.name}'s usual {profile.training.max_seq_len}"
+    if job.kind in policy.INFERENCE_KINDS:
+        return _inference_plan(job, target, budget, settings, reasons, runtime, mb_reason)
     where = (
         "present" if target.present else "NOT present here: planning for hardware you do not have"
     )
@@ -230,6 +240,67 @@ def _make_plan(
     )
 
 
+def _inference_plan(
+    job: Job,
+    target: Target,
+    budget: Budget,
+    settings: Settings,
+    reasons: dict[str, str],
+    runtime: str | None,
+    batch_reason: str,
+) -> Plan:
+    """A plan for serving: concurrent sequences instead of micro-batch x accumulation, the
+    context per sequence, and the KV cache each sequence holds."""
+    est = estimate(job, settings)
+    mb = settings.micro_batch
+    spec = job.model
+    what = {"generate": "sequences decoded together", "embed": "texts encoded together"}.get(
+        job.kind, "query-passage pairs scored together"
+    )
+    where = (
+        "present" if target.present else "NOT present here: planning for hardware you do not have"
+    )
+    reasons = {
+        "device": f"{target.device.id} {target.device.name} (profile {target.profile.name}, "
+        f"{where})",
+        **{k: v for k, v in reasons.items() if k != "gradient_checkpointing"},
+        "micro_batch": f"{mb} {what}: {batch_reason}",
+        "max_seq_len": (
+            f"{job.seq_len} tokens per sequence, prompt and reply "
+            f"(model limit {spec.max_positions})"
+        ),
+        "budget": budget.reason,
+    }
+    if job.kind == "generate":
+        per_seq = kv_cache_bytes(spec, job.seq_len, 1, settings.dtype)
+        reasons["kv_cache"] = (
+            f"{gb(per_seq)} per sequence = 2 x {spec.num_layers} layers x "
+            f"{spec.num_kv_heads} KV heads x {spec.head_dim} head dim x {job.seq_len} tokens "
+            f"x {per_seq // (2 * spec.num_layers * spec.kv_dim * job.seq_len)} bytes; "
+            f"{gb(est.kv_cache)} for {mb}"
+        )
+    reasons["estimate"] = f"peak {gb(est.total)}, headroom {gb(budget.bytes - est.total)}"
+    return Plan(
+        job=job.kind,
+        model=spec.name,
+        device=target.device.id,
+        device_name=target.device.name,
+        profile=target.profile.name,
+        present=target.present,
+        dtype=settings.dtype,
+        quantization=settings.quantization,
+        attention=settings.attention,
+        runtime=runtime,
+        micro_batch=mb,
+        grad_accum=1,
+        gradient_checkpointing=False,
+        max_seq_len=job.seq_len,
+        estimate=est,
+        budget=budget.bytes,
+        reasons=reasons,
+    )
+
+
 def _minimum_need(job: Job, target: Target, quant: str) -> int:
     dtype, _ = policy.choose_dtype(job, target)
     attention, _ = policy.attention(job, target, dtype)
@@ -247,9 +318,9 @@ def _score(p: Plan, profile: HardwareProfile) -> float:
     value = next((v for m, v in figures.items() if m.startswith(short)), None)
     if value is None:
         value = max(figures.values(), default=1.0)
-    penalty = (0.75 if p.gradient_checkpointing else 1.0) * (
-        0.7 if p.quantization != "none" else 1.0
-    )
+    # 4-bit training dequantises every matmul; weight-only formats speed up decoding instead
+    quantised = p.quantization != "none" and p.job not in policy.INFERENCE_KINDS
+    penalty = (0.75 if p.gradient_checkpointing else 1.0) * (0.7 if quantised else 1.0)
     return round(value * penalty, 3)
 
 
@@ -274,12 +345,21 @@ def _no_fit(
         if nearest:
             break
     detail = "; ".join(refusals) if refusals else "no device to plan on"
-    if nearest:
+    no_runtime = job.kind in policy.INFERENCE_KINDS and all(
+        policy.choose_runtime(job, t)[0] is None for t in targets
+    )
+    if no_runtime and targets:
+        hint = (
+            "convert the model into a format one of the device's runtimes loads "
+            "(hwkit export --help), or plan on another device"
+        )
+    elif nearest:
         label, near = nearest[0]
         hint = f"nearest plan that fits: {label} on {near.device} ({gb(near.estimate.total)})"
     else:
         hint = "nothing smaller fits either: use a device with more memory"
-    err = NoFitError(f"{what} does not fit: {detail}", hint=hint)
+    verb = "cannot run here" if no_runtime and targets else "does not fit"
+    err = NoFitError(f"{what} {verb}: {detail}", hint=hint)
     err.nearest = nearest[0][1] if nearest else None
     return err
 
@@ -290,8 +370,14 @@ def _variants(job: Job) -> Iterator[tuple[str, Job]]:
         yield "micro-batch 1", dataclasses.replace(job, micro_batch=1)
     if job.gradient_checkpointing is False and job.trains:
         yield "gradient checkpointing on", dataclasses.replace(job, gradient_checkpointing=True)
-    quants = [("", job.quantization)]
-    if job.quantization == "none" and job.kind in LORA_KINDS | {"generate"}:
+    inference = job.kind in policy.INFERENCE_KINDS
+    if inference and job.effective_batch > 1:
+        job = dataclasses.replace(job, effective_batch=1, micro_batch=None)
+        yield "one sequence at a time", job
+    quants: list[tuple[str, Quantization]] = [("", job.quantization)]
+    if inference and job.model.stored is None and job.quantization in ("auto", "none"):
+        quants += [(f"--quantization {q}", q) for q in ("int8", "nf4", "int4")]
+    elif job.quantization == "none" and job.kind in LORA_KINDS:
         quants.append(("--quantization nf4", "nf4"))
     seq = job.seq_len
     while seq >= 64:

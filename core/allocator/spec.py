@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hwkit.errors import ConfigError, NotFoundError
+
+if TYPE_CHECKING:
+    from hwkit.allocator.stored import StoredWeights
 
 CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
 
@@ -68,6 +71,7 @@ class ModelSpec:
     max_positions: int
     encoder: bool = False
     source: str = ""
+    stored: StoredWeights | None = None  # weights as an exported file holds them
 
     # -- construction -----------------------------------------------------------------
     @classmethod
@@ -94,15 +98,26 @@ class ModelSpec:
                 f"model {text!r} is neither a local path nor a shipped config",
                 hint="known: " + ", ".join(sorted(set(_aliases()))),
             ) from exc
-        if resolved.config_dir is None:
-            raise ConfigError(
-                f"{text}: a GGUF file carries no config.json to plan from",
-                hint="plan with the model's Hugging Face directory or its name",
-            )
+        if resolved.format == "gguf":
+            from hwkit.allocator.stored import gguf_spec
+
+            return gguf_spec(resolved.path)
+        assert resolved.config_dir is not None  # HF and IR directories have one
         name = path.name if path.is_dir() else (path.parent.name or path.stem)
         if not path.exists():
             name = text
-        return cls.from_config_file(resolved.config_dir / "config.json", name=name)
+        config = resolved.config_dir / "config.json"
+        if resolved.format == "openvino":
+            from hwkit.allocator.stored import openvino_stored
+
+            if not config.is_file():
+                raise ConfigError(
+                    f"{resolved.path}: OpenVINO IR without the config.json it was exported from",
+                    hint="re-export it with hwkit export openvino, which writes config.json",
+                )
+            spec = cls.from_config_file(config, name=name)
+            return replace(spec, stored=openvino_stored(resolved.path, spec))
+        return cls.from_config_file(config, name=name)
 
     @classmethod
     def from_config_file(cls, path: Path, *, name: str | None = None) -> ModelSpec:

@@ -40,7 +40,39 @@ def _render(p: Plan) -> None:
     table.add_column("value")
     table.add_column("reason", overflow="fold")
     r = p.reasons
-    rows = [
+    if p.runtime is not None:  # an inference plan
+        rows: list[tuple[str, str, str]] = [
+            ("device", f"{p.device} {p.device_name}", r.get("device", "")),
+            ("runtime", p.runtime, r.get("runtime", "")),
+            ("dtype", p.dtype, r.get("dtype", "")),
+            ("weights", p.quantization, r.get("quantization", "")),
+            ("attention", p.attention, r.get("attention", "")),
+            ("batch", str(p.micro_batch), r.get("micro_batch", "")),
+            ("context", str(p.max_seq_len), r.get("max_seq_len", "")),
+            *([("KV cache", _gb(p.estimate.kv_cache), r["kv_cache"])] if "kv_cache" in r else []),
+            ("budget", _gb(p.budget), r.get("budget", "")),
+            ("estimated peak", _gb(p.estimate.total), r.get("estimate", "")),
+        ]
+    else:
+        rows = _training_rows(p)
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+    parts = Table(title="estimated peak by part")
+    parts.add_column("part")
+    parts.add_column("bytes", justify="right")
+    parts.add_column("share", justify="right")
+    total = max(1, p.estimate.total)
+    for name, value in p.estimate.parts().items():
+        if value:
+            parts.add_row(name, _gb(value), f"{value / total:.0%}")
+    parts.add_row("total", _gb(p.estimate.total), "100%", style="bold")
+    console.print(parts)
+
+
+def _training_rows(p: Plan) -> list[tuple[str, str, str]]:
+    r = p.reasons
+    return [
         ("device", f"{p.device} {p.device_name}", r.get("device", "")),
         *([("runtime", p.runtime, r.get("runtime", ""))] if p.runtime else []),
         ("dtype", p.dtype, r.get("dtype", "")),
@@ -62,19 +94,6 @@ def _render(p: Plan) -> None:
         ("estimated peak", _gb(p.estimate.total), r.get("estimate", "")),
         ("headroom", _gb(p.headroom), ""),
     ]
-    for row in rows:
-        table.add_row(*row)
-    console.print(table)
-    parts = Table(title="estimated peak by part")
-    parts.add_column("part")
-    parts.add_column("bytes", justify="right")
-    parts.add_column("share", justify="right")
-    total = max(1, p.estimate.total)
-    for name, value in p.estimate.parts().items():
-        if value:
-            parts.add_row(name, _gb(value), f"{value / total:.0%}")
-    parts.add_row("total", _gb(p.estimate.total), "100%", style="bold")
-    console.print(parts)
 
 
 def plan_command(
@@ -84,10 +103,19 @@ def plan_command(
     ),
     seq_len: int = typer.Option(512, "--seq-len", help="Tokens per sequence."),
     effective_batch: int = typer.Option(
-        16, "--effective-batch", help="Examples per optimizer step."
+        16,
+        "--effective-batch",
+        "--batch",
+        help="Examples per optimizer step; for generate, embed and rerank: sequences, texts "
+        "or pairs at once.",
     ),
     lora_rank: int = typer.Option(8, "--lora-rank", help="LoRA rank (sft, dpo)."),
-    quantization: str = typer.Option("auto", "--quantization", help="auto, none, nf4 or int8."),
+    quantization: str = typer.Option(
+        "auto", "--quantization", help="auto, none, nf4, int8 or int4 (inference)."
+    ),
+    runtime_names: list[str] = typer.Option(
+        [], "--runtime", help="Inference runtime(s) acceptable, in order (default: the device's)."
+    ),
     micro_batch: int | None = typer.Option(None, "--micro-batch", help="Fix the micro-batch."),
     checkpointing: bool | None = typer.Option(
         None,
@@ -100,7 +128,8 @@ def plan_command(
     device: str | None = typer.Option(None, "--device", help="Plan on this detected device id."),
     as_json: bool = typer.Option(False, "--json", help="Print the plan as JSON."),
 ) -> None:
-    """Plan a job: device, dtype, quantization, micro-batch x accumulation, checkpointing."""
+    """Plan a job: device, runtime, dtype, weights, batch (x accumulation when training),
+    checkpointing, and the memory estimate by part, each with its reason."""
     from hwkit.allocator import Job, ModelSpec, plan
     from hwkit.errors import UsageError
     from hwkit.runtime import current
@@ -108,6 +137,13 @@ def plan_command(
     if kind not in KINDS:
         raise UsageError(f"job kind {kind!r} unknown", hint="use one of " + ", ".join(KINDS))
     spec = ModelSpec.from_pretrained(model)
+    runtime = current()
+    if not runtime_names and spec.stored is not None:  # a GGUF or IR runs as stored
+        runtime_names = [
+            name
+            for name, cls in runtime.plugins.runtimes.items()
+            if spec.stored.format in cls.formats
+        ]
     job = Job(
         cast("JobKind", kind),  # checked against KINDS above; Job validates it too
         spec,
@@ -117,8 +153,8 @@ def plan_command(
         quantization=cast("Quantization", quantization),  # Job validates it
         gradient_checkpointing=checkpointing,
         micro_batch=micro_batch,
+        runtimes=tuple(runtime_names),
     )
-    runtime = current()
     devices = [runtime.device(device)] if device else None
     result = plan(job, devices=devices, runtime=runtime, profile=profile)
     if as_json:

@@ -43,6 +43,7 @@ class MockDevice(AbsentDevice):
         self._oom_min_batch = 0
         self.oom_raised = 0
         self.cache_frees = 0
+        self.forwards = 0  # forward passes of modules placed here
 
     # -- what it reports ----------------------------------------------------------------
     def memory(self) -> MemorySnapshot:
@@ -73,6 +74,7 @@ class MockDevice(AbsentDevice):
 
     def check_allocation(self, batch_size: int) -> None:
         """Raise the injected OOM if armed; called from the forward pre-hook."""
+        self.forwards += 1
         if self._oom_remaining > 0 and batch_size >= self._oom_min_batch:
             self._oom_remaining -= 1
             self.oom_raised += 1

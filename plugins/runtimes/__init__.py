@@ -1,7 +1,8 @@
 """Inference runtimes: what runs a model for generation on a planned device.
 
 ``transformers`` ships here (CUDA, XPU, CPU: the plan's dtype, attention and bitsandbytes
-quantisation); ``llama.cpp`` and ``openvino`` join it in the next step. The core picks one
+quantisation), and ``llama.cpp`` (GGUF files on the CPU, or CUDA with a GPU build of
+llama-cpp-python); ``openvino`` joins them in the next step. The core picks one
 through the plan (``hwkit.jobs.load_generator``), by the formats it loads and the runtimes
 the device declares.
 """
@@ -18,6 +19,8 @@ if TYPE_CHECKING:
 
 @hookimpl
 def hwkit_register_runtimes(register: Register[type[InferenceRuntime]]) -> None:
+    from hwkit.plugins.runtimes.llama_cpp import LlamaCppRuntime
     from hwkit.plugins.runtimes.transformers import TransformersRuntime
 
     register(TransformersRuntime)
+    register(LlamaCppRuntime)

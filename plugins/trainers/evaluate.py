@@ -14,13 +14,17 @@ import math
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import tomllib
 
 from hwkit import atomic, rundir
 from hwkit.errors import ConfigError, NotFoundError
 from hwkit.log import get_logger
+
+if TYPE_CHECKING:
+    from hwkit.jobs import Placement
+    from hwkit.runtime import Runtime
 
 log = get_logger("hwkit.eval")
 
@@ -46,9 +50,18 @@ def load_run(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def evaluate_run(
-    run_dir: Path, *, samples: int | None = None, max_new_tokens: int | None = None
+    run_dir: Path,
+    *,
+    samples: int | None = None,
+    max_new_tokens: int | None = None,
+    runtime: Runtime | None = None,
 ) -> dict[str, Any]:
-    """Evaluate a run directory and write ``eval.json`` there (atomically)."""
+    """Evaluate a run directory and write ``eval.json`` there (atomically).
+
+    The model runs where a ``generate`` plan for it puts it (device and dtype; the process's
+    runtime unless ``runtime`` is given), with the transformers runtime's loader, since
+    the losses need the adapter switched off and on in one network.
+    """
     import torch
 
     run_dir = Path(run_dir).absolute()
@@ -59,7 +72,8 @@ def evaluate_run(
     max_rows = int(settings.get("max_rows", 64))
     seq_len = int(config.get("max_seq_len", 512))
     validation = rundir.read_jsonl(run_dir / rundir.VALIDATION_DATA)[:max_rows]
-    model, tokenizer, is_adapter = load_trained(run_dir, report)
+    placement = _placement(run_dir, report, seq_len + new_tokens, runtime)
+    model, tokenizer, is_adapter = load_trained(run_dir, report, placement)
     model.eval()
     before = _adapter_off(model) if is_adapter else None
     kind = "preference" if validation and "chosen" in validation[0] else "sft"
@@ -93,6 +107,8 @@ def evaluate_run(
         "run_dir": str(run_dir),
         "trainer": report.get("trainer"),
         "base_model_dir": report.get("base_model_dir"),
+        "device": placement.plan.device,
+        "dtype": placement.plan.dtype,
         "metrics": metrics,
         "samples": generated,
     }
@@ -101,10 +117,50 @@ def evaluate_run(
     return result
 
 
-def load_trained(run_dir: Path, report: dict[str, Any]) -> tuple[Any, Any, bool]:
-    """(model, tokenizer, is_adapter): the base with the run's adapter, or the full model."""
+def _base_dir(run_dir: Path, report: dict[str, Any]) -> str:
+    """The directory holding the run's base weights (the run itself for a full model)."""
+    if not (run_dir / "adapter_config.json").is_file():
+        return str(run_dir)
+    base_dir = report.get("base_model_dir")
+    if not base_dir or not Path(base_dir).is_dir():
+        from hwkit.models import resolve_model
+
+        base_dir = str(resolve_model(report.get("model", "")))
+    return str(base_dir)
+
+
+def _placement(
+    run_dir: Path, report: dict[str, Any], context: int, runtime: Runtime | None
+) -> Placement:
+    """Where evaluation runs: a one-sequence ``generate`` plan for the run's model."""
+    from hwkit import jobs
+    from hwkit.allocator import Job, ModelSpec
+
+    if not (run_dir / "adapter_config.json").is_file() and not (run_dir / "config.json").is_file():
+        raise NotFoundError(f"{run_dir} holds no adapter_config.json or config.json weights")
+    spec = ModelSpec.from_pretrained(_base_dir(run_dir, report))
+    job = Job(
+        "generate",
+        spec,
+        seq_len=min(context, spec.max_positions),
+        effective_batch=1,
+        runtimes=("transformers",),
+    )
+    return jobs.place(job, runtime)
+
+
+def load_trained(
+    run_dir: Path, report: dict[str, Any], placement: Placement | None = None
+) -> tuple[Any, Any, bool]:
+    """(model, tokenizer, is_adapter): the base with the run's adapter, or the full model,
+    in the plan's dtype on its device (float32 where the caller gives no placement)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    dtype = getattr(torch, placement.plan.dtype) if placement else torch.float32
+
+    def placed(model: Any) -> Any:
+        return placement.device.place(model) if placement else model
 
     tokenizer = AutoTokenizer.from_pretrained(str(run_dir), local_files_only=True)
     if tokenizer.pad_token is None:
@@ -112,20 +168,15 @@ def load_trained(run_dir: Path, report: dict[str, Any]) -> tuple[Any, Any, bool]
     if (run_dir / "adapter_config.json").is_file():
         from peft import PeftModel
 
-        base_dir = report.get("base_model_dir")
-        if not base_dir or not Path(base_dir).is_dir():
-            from hwkit.models import resolve_model
-
-            base_dir = str(resolve_model(report.get("model", "")))
         base = AutoModelForCausalLM.from_pretrained(
-            base_dir, local_files_only=True, dtype=torch.float32
+            _base_dir(run_dir, report), local_files_only=True, dtype=dtype
         )
-        return PeftModel.from_pretrained(base, str(run_dir)), tokenizer, True
+        return placed(PeftModel.from_pretrained(base, str(run_dir))), tokenizer, True
     if (run_dir / "config.json").is_file():
         model = AutoModelForCausalLM.from_pretrained(
-            str(run_dir), local_files_only=True, dtype=torch.float32
+            str(run_dir), local_files_only=True, dtype=dtype
         )
-        return model, tokenizer, False
+        return placed(model), tokenizer, False
     raise NotFoundError(f"{run_dir} holds no adapter_config.json or config.json weights")
 
 
@@ -147,7 +198,7 @@ def sft_loss(model: Any, tokenizer: Any, rows: list[dict[str, Any]], seq_len: in
     """Token-weighted mean cross-entropy over whole conversations (as SFT trains)."""
     total, count = 0.0, 0
     for row in rows:
-        ids = _encode(tokenizer, row["messages"], seq_len)
+        ids = _encode(tokenizer, row["messages"], seq_len).to(model.device)
         if ids.shape[1] < 2:
             continue
         out = model(input_ids=ids, labels=ids)
@@ -168,7 +219,7 @@ def completion_logp(
     import torch
 
     prompt_ids = _encode(tokenizer, prompt, seq_len, add_generation_prompt=True)
-    full_ids = _encode(tokenizer, prompt + completion, seq_len)
+    full_ids = _encode(tokenizer, prompt + completion, seq_len).to(model.device)
     start = min(prompt_ids.shape[1], full_ids.shape[1] - 1)
     logits = model(input_ids=full_ids).logits[:, :-1].float()
     logps = torch.log_softmax(logits, dim=-1)
@@ -209,7 +260,7 @@ def generate(
     """Greedy decoding, so before/after differ only by the weights."""
     ids = tokenizer.apply_chat_template(
         messages, tokenize=True, add_generation_prompt=True, return_dict=True, return_tensors="pt"
-    )
+    ).to(model.device)
     out = model.generate(
         **ids,
         max_new_tokens=max_new_tokens,

@@ -119,9 +119,13 @@ def test_with_profile_shares_the_plugins_and_leaves_the_environment_alone() -> N
 
 def test_place_puts_the_job_on_the_mock_hardware() -> None:
     runtime = mock_runtime("arc-meteor-lake")
-    placed = jobs.place(Job("embed", "all-minilm-l6-v2", seq_len=128, effective_batch=32), runtime)
+    job = Job("embed", "all-minilm-l6-v2", seq_len=128, effective_batch=32)
+    placed = jobs.place(job, runtime)
     assert placed.device.id == "xpu:0" and placed.device is runtime.device("xpu:0")
-    assert placed.plan.dtype == "float16" and placed.plan.runtime == "transformers"
+    # the Arc profile prefers OpenVINO for inference; a torch embedder asks for transformers
+    assert placed.plan.dtype == "float16" and placed.plan.runtime == "openvino"
+    torch_job = Job("embed", "all-minilm-l6-v2", seq_len=128, runtimes=("transformers",))
+    assert jobs.place(torch_job, runtime).plan.runtime == "transformers"
 
 
 def test_an_absent_device_reports_its_profile_and_runs_nothing() -> None:

@@ -92,3 +92,20 @@ def test_eval_reads_the_run_back(sft_run: tuple[Path, Any]) -> None:
     sample = result["samples"][0]
     assert sample["before"] and sample["after"] and sample["reference"]
     assert json.loads((out / "eval.json").read_text())["metrics"] == metrics
+
+
+@pytest.mark.parametrize(("profile", "device", "dtype"), [("rtx5090", "cuda:0", "bfloat16")])
+def test_eval_runs_on_the_planned_device(
+    sft_run: tuple[Path, Any], profile: str, device: str, dtype: str
+) -> None:
+    """With an RTX 5090 (the mock device standing in), evaluation loads the model there in
+    bf16 instead of float32 on the CPU."""
+    from hwkit.plugins.trainers.evaluate import evaluate_run
+    from hwkit.testing import mock_runtime
+
+    out, _ = sft_run
+    runtime = mock_runtime(profile)
+    result = evaluate_run(out, samples=1, max_new_tokens=4, runtime=runtime)
+    assert (result["device"], result["dtype"]) == (device, dtype)
+    assert runtime.device(device).forwards > 0  # the forward passes ran on the mock device
+    assert result["samples"][0]["after"]
