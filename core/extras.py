@@ -28,6 +28,8 @@ EXTRAS: dict[str, str] = {
     "datasketch": "data",
     "gguf": "export",
     "llama_cpp": "export",
+    "openvino_genai": "export",
+    "openvino_tokenizers": "export",
     "fastapi": "serve",
     "uvicorn": "serve",
     "anyio": "serve",

@@ -14,7 +14,11 @@ Phases, and what each owns:
 * ``Generator.prompt(messages, max_new_tokens)``: render the chat template, count tokens,
   refuse a prompt that does not fit the context (UsageError).
 * ``Generator.stream(prompt, params)``: yield text pieces; when the iterator ends,
-  ``StreamResult`` holds the completion's token count and finish reason.
+  ``StreamResult`` holds the completion's token count and finish reason. Closing the
+  iterator before its end (``close()``, or dropping it) abandons the request: the runtime
+  stops decoding it. Streams may be consumed from several threads at once; a runtime whose
+  ``Generator.batch`` is above 1 decodes up to that many concurrent streams together (each
+  still its own iterator and result), one with ``batch`` 1 runs them one at a time.
 """
 
 from __future__ import annotations
@@ -73,13 +77,16 @@ class Generator(ABC):
     """A loaded model that turns chat messages into text, on one device.
 
     ``lock`` serialises requests on models that run one sequence at a time; a runtime that
-    batches concurrent sequences may leave it unused.
+    batches concurrent sequences holds it while a batch decodes (so whoever takes it, such
+    as a server closing the model, waits for the running batch). ``batch`` is how many
+    sequences it decodes together: 1 unless the runtime batches concurrent ``stream`` calls.
     """
 
     name: str  # the model's label
     plan: Plan
     device: Device
     lock: threading.Lock
+    batch: int = 1
 
     @abstractmethod
     def prompt(self, messages: Sequence[Message], max_new_tokens: int) -> Prompt: ...
@@ -87,7 +94,9 @@ class Generator(ABC):
     @abstractmethod
     def stream(
         self, prompt: Prompt, params: GenerationParams, result: StreamResult | None = None
-    ) -> Iterator[str]: ...
+    ) -> Iterator[str]:
+        """Text pieces as they are decoded; ``result`` is complete once the iterator ends.
+        Closing the iterator early abandons the request (its decoding stops)."""
 
     def generate(self, prompt: Prompt, params: GenerationParams) -> Completion:
         """The whole reply at once (through ``stream``)."""

@@ -217,9 +217,16 @@ def load_generator(
 
     rt = _runtime(runtime)
     resolved = resolve(model)
-    names = runtimes or tuple(
-        name for name, cls in rt.plugins.runtimes.items() if cls().accepts(resolved)
-    )
+    loading = tuple(name for name, cls in rt.plugins.runtimes.items() if cls().accepts(resolved))
+    names = tuple(name for name in runtimes if name in loading) if runtimes else loading
+    if runtimes and not names:
+        raise UsageError(
+            f"runtime {' or '.join(runtimes)} does not load {resolved.format} models like "
+            f"{resolved.given}",
+            hint=f"use --runtime {' or '.join(loading)}"
+            if loading
+            else "hwkit plugins lists the runtimes installed",
+        )
     if not names:
         raise UnavailableError(
             f"no inference runtime loads {resolved.format} models like {resolved.given}",

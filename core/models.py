@@ -199,11 +199,12 @@ def _from_path(given: str, path: Path) -> ResolvedModel:
         )
     if (path / ADAPTER_CONFIG).is_file():
         return _lora_run(given, path)
+    # before config.json: an exported IR keeps the config.json it was exported from
+    if any((path / xml).is_file() for xml in OPENVINO_XML):
+        return ResolvedModel(given, path, "openvino", tokenizer_dir=path)
     if (path / "config.json").is_file():
         tok = path if _has_tokenizer(path) else None
         return ResolvedModel(given, path, "hf", tokenizer_dir=tok, run_config=_run_config(path))
-    if any((path / xml).is_file() for xml in OPENVINO_XML):
-        return ResolvedModel(given, path, "openvino", tokenizer_dir=path)
     for folder in RUN_MODEL_FOLDERS:
         if (path / folder / "config.json").is_file():
             inner = _from_path(given, path / folder)

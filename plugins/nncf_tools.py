@@ -1,5 +1,5 @@
 """NNCF helpers shared by the OpenVINO embedder and exporter: import with a clear error,
-quiet logging, INT8 weight compression."""
+quiet logging, INT8 and INT4 weight compression."""
 
 from __future__ import annotations
 
@@ -37,3 +37,27 @@ def compress_int8_weights(model: Any) -> Any:
     nncf = import_nncf()
     with quiet_nncf():
         return nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_ASYM)
+
+
+INT4_GROUP_SIZE = 128
+
+
+def compress_int4_weights(model: Any, group_size: int = INT4_GROUP_SIZE) -> Any:
+    """INT4 symmetric weight compression in groups of ``group_size`` (NNCF's default ratio
+    and INT8 backup for the embedding and the last layer). A layer whose input width is
+    not a multiple of the group size gets groups of the largest power of two that divides
+    it (NNCF's ``ADJUST`` fallback: 64 for a 576-wide layer), or INT8 when that is below
+    32, instead of failing the export."""
+    nncf = import_nncf()
+    from nncf.quantization.advanced_parameters import AdvancedCompressionParameters
+
+    advanced = AdvancedCompressionParameters(
+        group_size_fallback_mode=nncf.GroupSizeFallbackMode.ADJUST
+    )
+    with quiet_nncf():
+        return nncf.compress_weights(
+            model,
+            mode=nncf.CompressWeightsMode.INT4_SYM,
+            group_size=group_size,
+            advanced_parameters=advanced,
+        )

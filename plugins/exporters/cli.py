@@ -31,6 +31,7 @@ FLAGS = {
     "device": "--device",
     "min_agreement": "--min-agreement",
     "verify": "--no-verify",
+    "kv_cache": "--kv-cache",
 }
 
 
@@ -101,7 +102,7 @@ def register(app: typer.Typer) -> None:
         source: str = typer.Argument(..., help="run directory, HF model directory or model name"),
         out: Path | None = typer.Option(None, "--out", "-o", help="output directory"),
         quant: str | None = typer.Option(
-            None, "--quant", "-q", help="gguf/ollama: f16|q8_0|q4_k_m; openvino: fp16|int8"
+            None, "--quant", "-q", help="gguf/ollama: f16|q8_0|q4_k_m; openvino: fp16|int8|int4"
         ),
         system: str | None = typer.Option(None, "--system", help="ollama: SYSTEM persona"),
         template_family: str | None = typer.Option(
@@ -121,6 +122,11 @@ def register(app: typer.Typer) -> None:
         ),
         no_verify: bool = typer.Option(
             False, "--no-verify", help="skip verification (gguf f16/q8_0: the llama.cpp check)"
+        ),
+        kv_cache: bool = typer.Option(
+            False,
+            "--kv-cache",
+            help="openvino: a stateful KV-cache IR for generation (the openvino runtime)",
         ),
         option: list[str] = typer.Option(
             [], "--option", help="KEY=VALUE: an exporter's own option (repeatable)"
@@ -142,6 +148,7 @@ def register(app: typer.Typer) -> None:
             "device": device,
             "min_agreement": min_agreement,
             "verify": False if no_verify else None,
+            "kv_cache": True if kv_cache else None,
         }
         options = export_options(exporter_cls, kind, flags, option)
         out_dir = out or _default_out(source)

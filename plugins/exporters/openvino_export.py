@@ -1,9 +1,11 @@
-"""The ``openvino`` exporter: OpenVINO IR (FP16 weights, or INT8 weights via NNCF).
+"""The ``openvino`` exporter: OpenVINO IR (FP16 weights, or INT8/INT4 weights via NNCF).
 
-The IR is converted from the torch model with ``openvino.convert_model`` and takes
-``input_ids``/``attention_mask`` and returns full-sequence logits: no KV cache. That is
-what verification needs and what a re-ranker or scorer uses; token-by-token generation
-re-runs the whole prefix (see docs/export.md).
+By default the IR is converted from the torch model with ``openvino.convert_model`` and
+takes ``input_ids``/``attention_mask`` and returns full-sequence logits: no KV cache. That
+is what verification needs and what a re-ranker or scorer uses. ``kv_cache=True``
+(``--kv-cache``) writes instead the stateful KV-cache IR that OpenVINO GenAI generates
+with, and the tokenizer IRs beside it (:mod:`.openvino_stateful`), into
+``openvino-kv-PRECISION/`` (see docs/export.md).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from hwkit.log import get_logger
 from hwkit.plugins.exporters.options import OpenVINOOptions, parse_options
 from hwkit.plugins.exporters.report import REPORT, update_report
 from hwkit.plugins.exporters.verify import (
+    Reference,
     agreement,
     prompt_token_ids,
     require_agreement,
@@ -32,9 +35,9 @@ if TYPE_CHECKING:
 
 log = get_logger(__name__)
 
-PRECISIONS = ("fp16", "int8")
-THRESHOLDS = {"fp16": 0.99, "int8": 0.90}
-DECISIVE_THRESHOLDS = {"fp16": 0.99, "int8": 0.97}
+PRECISIONS = ("fp16", "int8", "int4")
+THRESHOLDS = {"fp16": 0.99, "int8": 0.90, "int4": 0.70}
+DECISIVE_THRESHOLDS = {"fp16": 0.99, "int8": 0.97, "int4": 0.75}
 IR_NAME = "openvino_model.xml"
 
 
@@ -96,18 +99,42 @@ def _precisions(value: Any) -> list[str]:
                 f"unknown OpenVINO precision {p!r}", hint=f"choose from {', '.join(PRECISIONS)}"
             )
         out.append(p)
-    return sorted(set(out), key=PRECISIONS.index)  # fp16 first: INT8 compression is in place
+    return sorted(set(out), key=PRECISIONS.index)
+
+
+def compress(ov_model: Any, precision: str) -> Any:
+    """``ov_model`` itself for fp16 (rounded when saved); a compressed copy for int8/int4."""
+    if precision == "fp16":
+        return ov_model
+    from hwkit.plugins.nncf_tools import compress_int4_weights, compress_int8_weights
+
+    squeeze = compress_int8_weights if precision == "int8" else compress_int4_weights
+    return squeeze(ov_model.clone())
+
+
+def weight_types(ov_model: Any) -> list[str]:
+    """Element types of the model's weight constants (f16, u8, i4...), for the figures."""
+    found = {
+        op.get_output_element_type(0).get_type_name()
+        for op in ov_model.get_ops()
+        if op.get_type_name() == "Constant" and len(op.get_output_partial_shape(0)) >= 2
+    }
+    return sorted(found)
 
 
 class OpenVINOExporter(Exporter):
-    """``export(source, out_dir, precision="fp16")`` -> ``out_dir/openvino-fp16/``.
+    """``export(source, out_dir, precision="fp16")`` -> ``out_dir/openvino-fp16/``;
+    ``kv_cache=True`` -> ``out_dir/openvino-kv-fp16/``.
 
     ``precision="fp16,int8"`` writes both from one conversion and returns ``out_dir``.
     ``model`` is the torch model when the caller has it loaded (not a user option).
     """
 
     name = "openvino"
-    description = "OpenVINO IR (FP16, or INT8 weights via NNCF), verified in OpenVINO"
+    description = (
+        "OpenVINO IR (FP16, or INT8/INT4 weights via NNCF; --kv-cache: stateful, for "
+        "OpenVINO GenAI), verified in OpenVINO"
+    )
     options_model: ClassVar[type[OpenVINOOptions]] = OpenVINOOptions
     conformance_requires: ClassVar[tuple[str, ...]] = ("openvino",)
     conformance_options: ClassVar[dict[str, Any]] = {"precision": "fp16"}
@@ -118,23 +145,30 @@ class OpenVINOExporter(Exporter):
         opts = parse_options(self.name, self.options_model, options)
         precisions = _precisions(opts.precision)
         ov = require("openvino", purpose="OpenVINO export")
+        if opts.kv_cache:
+            from hwkit.plugins.exporters.openvino_stateful import verify_props
+
+            if opts.verify:
+                verify_props(opts.device)  # a device the check cannot run on: refused now
+            require("openvino_tokenizers", purpose="the KV-cache IR's tokenizer")
         src = resolve(source)
         start = time.perf_counter()
         model = model if model is not None else load_causal_lm(src)
         tokenizer = load_tokenizer(src)
         seqs = prompt_token_ids(tokenizer)
         reference = torch_reference(model, seqs) if opts.verify else None
+        if opts.kv_cache:
+            return self._export_kv(
+                model, tokenizer, seqs, reference, precisions, opts, Path(output), source, start
+            )
         ov_model = convert(model)
         finals = []
         for precision in precisions:
             threshold = float(opts.min_agreement or THRESHOLDS[precision])
-            if precision == "int8":
-                from hwkit.plugins.nncf_tools import compress_int8_weights
-
-                ov_model = compress_int8_weights(ov_model)
             final = Path(output) / f"openvino-{precision}"
+            compressed = compress(ov_model, precision)
             with staged_dir(final) as tmp:
-                ov.save_model(ov_model, str(tmp / IR_NAME), compress_to_fp16=precision == "fp16")
+                ov.save_model(compressed, str(tmp / IR_NAME), compress_to_fp16=precision == "fp16")
                 tokenizer.save_pretrained(str(tmp))
                 model.config.save_pretrained(str(tmp))
                 figures: dict[str, Any] = {}
@@ -163,3 +197,81 @@ class OpenVINOExporter(Exporter):
             log.info("export.openvino", dir=str(final), agreement=figures.get("top1_agreement"))
             finals.append(final)
         return finals[0] if len(finals) == 1 else Path(output)
+
+    def _export_kv(
+        self,
+        model: Any,
+        tokenizer: Any,
+        seqs: list[list[int]],
+        reference: Reference | None,
+        precisions: list[str],
+        opts: OpenVINOOptions,
+        output: Path,
+        source: Path,
+        start: float,
+    ) -> Path:
+        """The stateful IR and tokenizer IRs per precision, each verified before its rename:
+        top-1 agreement (each prompt in one call), greedy generation through the state
+        against torch's, the tokenizer IRs against the HF tokenizer."""
+        import openvino as ov
+
+        from hwkit.plugins.exporters import openvino_stateful as kv
+
+        greedy_ref = kv.torch_greedy(model, kv.greedy_prompt_ids(tokenizer)) if opts.verify else []
+        ov_model = kv.convert_stateful(model)
+        tok_ir, detok_ir = kv.convert_tokenizers(tokenizer)
+        texts = [tokenizer.decode(ids) for ids in seqs]
+        hint = "nothing was written under the final name"
+        finals = []
+        for precision in precisions:
+            threshold = float(opts.min_agreement or THRESHOLDS[precision])
+            final = output / f"openvino-kv-{precision}"
+            compressed = compress(ov_model, precision)
+            with staged_dir(final) as tmp:
+                ov.save_model(compressed, str(tmp / IR_NAME), compress_to_fp16=precision == "fp16")
+                ov.save_model(tok_ir, str(tmp / kv.TOKENIZER_XML))
+                ov.save_model(detok_ir, str(tmp / kv.DETOKENIZER_XML))
+                tokenizer.save_pretrained(str(tmp))
+                model.config.save_pretrained(str(tmp))
+                model.generation_config.save_pretrained(str(tmp))
+                figures: dict[str, Any] = {}
+                if reference is not None:
+                    runner = kv.StatefulRunner(tmp / IR_NAME, opts.device)
+                    figures = agreement(reference, runner.argmax(seqs))
+                    label = f"OpenVINO KV-cache {precision}"
+                    require_agreement(
+                        figures, label, threshold, DECISIVE_THRESHOLDS[precision], hint=hint
+                    )
+                    eos = kv.eos_ids(model)
+                    replies = [runner.greedy(g.prompt, kv.GREEDY_TOKENS, eos) for g in greedy_ref]
+                    figures.update(kv.greedy_figures(greedy_ref, replies))
+                    if precision == "fp16":
+                        kv.require_greedy(figures, label, hint=hint)
+                    figures.update(
+                        kv.tokenizer_figures(tmp, tokenizer, texts, [g.tokens for g in greedy_ref])
+                    )
+                    kv.require_tokenizer(figures, hint=hint)
+                    del runner
+                figures.update(
+                    device=opts.device,
+                    precision=precision,
+                    weight_types=weight_types(ov.Core().read_model(str(tmp / IR_NAME))),
+                    runtime=f"openvino {ov.get_version()}",
+                    kv_cache=True,
+                    inputs=list(kv.INPUTS),
+                    states=len(compressed.get_sinks()),
+                    verified=opts.verify,
+                    exporter=self.name,
+                    source=str(source),
+                    seconds=round(time.perf_counter() - start, 2),
+                )
+                write_json_atomic(tmp / REPORT, figures)
+            update_report(output, final.name, figures)
+            log.info("export.openvino", dir=str(final), kv_cache=True, **_summary(figures))
+            finals.append(final)
+        return finals[0] if len(finals) == 1 else output
+
+
+def _summary(figures: dict[str, Any]) -> dict[str, Any]:
+    keys = ("top1_agreement", "greedy_equal", "greedy_prefix_agreement")
+    return {k: figures[k] for k in keys if k in figures}

@@ -49,7 +49,12 @@ class OpenVINOOptions(ExportOptions):
     precision: str | None = Field(
         None,
         validation_alias=AliasChoices("precision", "quant"),
-        description="fp16 | int8 | fp16,int8 (default fp16)",
+        description="fp16 | int8 | int4, or several comma-separated (default fp16)",
+    )
+    kv_cache: bool = Field(
+        False,
+        description="a stateful KV-cache IR with tokenizer IRs, for generation with "
+        "OpenVINO GenAI (the openvino runtime), instead of the full-sequence IR",
     )
     device: str = Field("CPU", description="OpenVINO device the IR is verified on")
     min_agreement: float | None = Field(

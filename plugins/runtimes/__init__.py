@@ -20,7 +20,9 @@ if TYPE_CHECKING:
 @hookimpl
 def hwkit_register_runtimes(register: Register[type[InferenceRuntime]]) -> None:
     from hwkit.plugins.runtimes.llama_cpp import LlamaCppRuntime
+    from hwkit.plugins.runtimes.openvino import OpenVINORuntime
     from hwkit.plugins.runtimes.transformers import TransformersRuntime
 
     register(TransformersRuntime)
     register(LlamaCppRuntime)
+    register(OpenVINORuntime)

@@ -3,7 +3,12 @@
 It loads the model as the plan says (dtype, attention implementation, bitsandbytes
 quantisation) onto the planned device, merges a LoRA run's adapter into its base, renders
 prompts with the model's chat template and generates greedily unless a temperature is
-given, streaming through ``TextIteratorStreamer`` on a worker thread.
+given. Concurrent ``stream`` calls are decoded together, up to the plan's ``micro_batch``
+sequences (``load_generator(..., sequences=N)`` asks the planner for N): a scheduler
+thread left-pads waiting requests with the same sampling settings into one
+``model.generate`` and streams each row to its own consumer
+(:mod:`hwkit.plugins.runtimes.batching`). A request alone decodes exactly as it would
+unbatched.
 """
 
 from __future__ import annotations
@@ -14,7 +19,6 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from hwkit.errors import ConfigError, NotFoundError, UsageError
 from hwkit.inference import (
-    FinishReason,
     GenerationParams,
     Generator,
     InferenceRuntime,
@@ -30,6 +34,7 @@ if TYPE_CHECKING:
     from hwkit.device import Device
     from hwkit.models import ModelFormat, ResolvedModel
     from hwkit.plan import Plan
+    from hwkit.plugins.runtimes.batching import Request
 
 log = get_logger(__name__)
 
@@ -112,21 +117,38 @@ def load_causal_lm(
     return loaded.eval()
 
 
-def _finish(new_tokens: int, max_new: int, last: int | None, eos: Any) -> FinishReason:
-    eos_ids = set(eos if isinstance(eos, list) else [eos])
-    return "length" if new_tokens >= max_new and last not in eos_ids else "stop"
+def _attention(planned: str | None) -> str | None:
+    """The plan's attention implementation; sdpa for flash-attention when the flash-attn
+    package is not installed (the plan names what the hardware runs best)."""
+    import importlib.util
+
+    if planned == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None:
+        log.info("runtime.attention", planned=planned, used="sdpa", reason="no flash-attn package")
+        return "sdpa"
+    return planned
 
 
 class TransformersGenerator(Generator):
-    """A causal LM and its tokenizer on one torch device; one generation at a time."""
+    """A causal LM and its tokenizer on one torch device; concurrent streams batched.
+
+    ``batch`` (the plan's micro-batch) bounds the rows decoded together; a scheduler thread
+    (started by the first request, ended by :meth:`close`) holds ``lock`` while a batch
+    decodes.
+    """
 
     def __init__(self, name: str, model: Any, tokenizer: Any, plan: Plan, device: Device) -> None:
+        from hwkit.plugins.runtimes.batching import Batcher
+
         self.name = name
         self.model = model
         self.tokenizer = tokenizer
         self.plan = plan
         self.device = device
         self.lock = threading.Lock()
+        self.batch = max(1, plan.micro_batch)
+        self.batcher = Batcher(
+            self._decode, size=self.batch, context=self.context[0], lock=self.lock, name=name
+        )
 
     @property
     def context(self) -> tuple[int, str]:
@@ -152,18 +174,43 @@ class TransformersGenerator(Generator):
             )
         return Prompt(ids, n, max_new_tokens)
 
-    def _gen_kwargs(self, prompt: Prompt, params: GenerationParams) -> dict[str, Any]:
-        import torch
+    def stream(
+        self, prompt: Prompt, params: GenerationParams, result: StreamResult | None = None
+    ) -> Iterator[str]:
+        """Yield text pieces as they are generated; ``result`` is complete when this ends.
+        The request joins the next batch; closing the iterator early stops its row."""
+        from hwkit.plugins.runtimes.batching import Request, sampling_key
 
+        result = result if result is not None else StreamResult()
+        request = Request(prompt, params, result, sampling_key(params))
+        yield from self.batcher.stream(request)
+
+    def _decode(self, requests: list[Request]) -> int:
+        """One ``generate`` over ``requests`` (same sampling settings), left-padded; each
+        row streamed to its request. Returns the decoding steps run."""
+        import torch
+        from transformers import StoppingCriteriaList
+
+        from hwkit.plugins.runtimes.batching import BatchStreamer, RowStops, left_pad
+
+        model = self.model
+        if model is None:
+            raise UsageError(f"model {self.name!r} is closed")
         tok = self.tokenizer
+        pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        ids, mask = left_pad(requests, pad)
+        eos = model.generation_config.eos_token_id
+        streamer = BatchStreamer(tok, requests, eos)
         target = self.device.torch_device()
-        ids = prompt.ids.to(target)
         kwargs: dict[str, Any] = {
-            "input_ids": ids,
-            "attention_mask": torch.ones_like(ids),
-            "max_new_tokens": prompt.max_new_tokens,
-            "pad_token_id": tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
+            "input_ids": ids.to(target),
+            "attention_mask": mask.to(target),
+            "max_new_tokens": max(r.prompt.max_new_tokens for r in requests),
+            "pad_token_id": pad,
+            "streamer": streamer,
+            "stopping_criteria": StoppingCriteriaList([RowStops(requests, int(ids.shape[1]))]),
         }
+        params = requests[0].params
         if params.temperature:
             kwargs.update(
                 do_sample=True,
@@ -172,44 +219,13 @@ class TransformersGenerator(Generator):
             )
         else:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        return kwargs
-
-    def stream(
-        self, prompt: Prompt, params: GenerationParams, result: StreamResult | None = None
-    ) -> Iterator[str]:
-        """Yield text pieces as they are generated; ``result`` is complete when this ends."""
-        import torch
-        from transformers import TextIteratorStreamer
-
-        result = result if result is not None else StreamResult()
-        streamer = TextIteratorStreamer(
-            self.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600
-        )
-        kwargs = self._gen_kwargs(prompt, params)
-        eos = self.model.generation_config.eos_token_id
-
-        def work() -> None:
-            try:
-                with self.lock, torch.inference_mode():
-                    out = self.model.generate(**kwargs, streamer=streamer)
-                new = out[0, prompt.prompt_tokens :]
-                result.completion_tokens = len(new)
-                last = int(new[-1]) if len(new) else None
-                result.finish_reason = _finish(len(new), prompt.max_new_tokens, last, eos)
-            except BaseException as exc:  # reported to the consumer, never lost in the thread
-                result.error = exc
-                streamer.end()
-
-        thread = threading.Thread(target=work, name="hwkit-generate", daemon=True)
-        thread.start()
-        for piece in streamer:
-            if piece:
-                yield piece
-        thread.join()
-        if result.error is not None:
-            raise result.error
+        with torch.inference_mode():
+            model.generate(**kwargs)
+        return streamer.steps
 
     def close(self) -> None:
+        """Stop the scheduler (waiting requests fail, running rows stop), free the weights."""
+        self.batcher.close()
         self.model = None
         self.device.empty_cache()
 
@@ -234,7 +250,7 @@ class TransformersRuntime(InferenceRuntime):
         loaded = load_causal_lm(
             model,
             dtype=getattr(torch, plan.dtype),
-            attention=plan.attention,
+            attention=_attention(plan.attention),
             quantization=plan.quantization,
             device=device,
         )

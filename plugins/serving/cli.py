@@ -34,7 +34,11 @@ def register(app: typer.Typer) -> None:
     @app.command("serve")
     def serve_cmd(
         model: list[str] = typer.Option(
-            [], "--model", "-m", help="NAME=SOURCE (repeatable); SOURCE: name, HF dir or run dir"
+            [],
+            "--model",
+            "-m",
+            help="NAME=SOURCE (repeatable); SOURCE: a model name, HF dir, run dir, .gguf file "
+            "or OpenVINO IR dir",
         ),
         host: str = typer.Option("127.0.0.1", "--host"),
         port: int = typer.Option(8000, "--port"),
@@ -44,15 +48,31 @@ def register(app: typer.Typer) -> None:
         memory_budget: str | None = typer.Option(
             None,
             "--memory-budget",
-            help="cap on the loaded models' planned bytes, e.g. 2GiB (default: each "
-            "device's plan budget only)",
+            help="cap per device on the loaded models' planned bytes, e.g. 2GiB (default: "
+            "each device's plan budget only)",
+        ),
+        context: int | None = typer.Option(
+            None, "--context", help="tokens per sequence, prompt and reply (default: 4096 or less)"
+        ),
+        runtime_names: list[str] = typer.Option(
+            [],
+            "--runtime",
+            help="inference runtime to use (repeatable, in order; default: the plan's choice "
+            "among those that load each model)",
         ),
         dtype: str | None = typer.Option(
             None, "--dtype", help="float32 | bfloat16 | float16 (default: each model's plan)"
         ),
         session_messages: int = typer.Option(10, "--session-messages"),
         max_queue: int = typer.Option(8, "--max-queue", help="queued + running; 429 beyond"),
-        workers: int = typer.Option(1, "--workers", help="generations at once"),
+        workers: int = typer.Option(
+            1, "--workers", help="generations at once on models that do not batch"
+        ),
+        batch: int = typer.Option(
+            8,
+            "--batch",
+            help="concurrent sequences per model, decoded together (the plan may fit fewer)",
+        ),
         max_request_bytes: int = typer.Option(65536, "--max-request-bytes"),
         max_messages: int = typer.Option(64, "--max-messages"),
         max_tokens: int = typer.Option(512, "--max-tokens", help="largest max_tokens accepted"),
@@ -79,6 +99,9 @@ def register(app: typer.Typer) -> None:
                 session_messages=session_messages,
                 max_queue=max_queue,
                 workers=workers,
+                batch=batch,
+                context=context,
+                runtimes=tuple(runtime_names),
                 max_request_bytes=max_request_bytes,
                 max_messages=max_messages,
                 max_tokens_limit=max_tokens,

@@ -20,20 +20,39 @@ class ServeConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    models: dict[str, str] = Field(description="served name -> model name, HF dir or run dir")
+    models: dict[str, str] = Field(
+        description="served name -> model name, HF dir, run dir, .gguf file or OpenVINO IR dir"
+    )
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     token: str | None = None
     memory_budget: int | None = Field(
         None,
         gt=0,
-        description="cap on the planned bytes of the loaded models, all devices together "
+        description="cap on the planned bytes of the models loaded on each device "
         "(None: only each device's own plan budget)",
     )
     dtype: Dtype | None = Field(None, description="overrides each plan's dtype (None: the plan's)")
     session_messages: int = Field(10, ge=1)
     max_queue: int = Field(8, ge=1, description="requests queued or running; 429 beyond")
-    workers: int = Field(1, ge=1, description="generations running at once")
+    workers: int = Field(
+        1,
+        ge=1,
+        description="generations running at once on models that decode one sequence at a "
+        "time (a batching model takes up to its planned batch together)",
+    )
+    batch: int = Field(
+        8,
+        ge=1,
+        description="concurrent sequences per model: each model's plan makes room for this "
+        "many, and a batching runtime decodes up to the plan's micro-batch together",
+    )
+    context: int | None = Field(
+        None, ge=16, description="tokens per sequence, prompt and reply (None: 4096 or less)"
+    )
+    runtimes: tuple[str, ...] = Field(
+        (), description="inference runtimes to use, in order (empty: those that load the model)"
+    )
     max_request_bytes: int = Field(64 * 1024, ge=256)
     max_messages: int = Field(64, ge=1)
     max_tokens_limit: int = Field(512, ge=1, description="largest max_tokens accepted")

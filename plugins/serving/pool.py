@@ -5,7 +5,8 @@ Every model loads with :func:`hwkit.jobs.load_generator`, which plans it (device
 runtime) and loads it with the runtime the plan names. The pool keeps, per device, the bytes
 the loaded models' plans take (``plan.estimate.total``) and passes them as ``reserved``, so
 the allocator places the next model where there is room. An optional ``budget`` caps the
-planned bytes of all loaded models together (``--memory-budget``).
+planned bytes of the models loaded on each device (``--memory-budget``): a model that would
+take a device over it evicts that device's least recently used model first.
 """
 
 from __future__ import annotations
@@ -58,7 +59,11 @@ class ModelPool:
     """Served name -> model source; loads lazily through plans, evicts least recently used.
 
     ``runtime`` is the caller's (the CLI passes the process's, tests a mock one); ``dtype``
-    overrides every plan's dtype; ``budget`` caps the loaded models' planned bytes.
+    overrides every plan's dtype; ``budget`` caps the loaded models' planned bytes;
+    ``sequences`` is how many concurrent sequences each model's plan asks room for (its
+    ``micro_batch`` is how many fit, the batch a batching runtime decodes together),
+    ``context`` the tokens per sequence (None: ``hwkit.jobs.DEFAULT_CONTEXT``), ``runtimes``
+    the user's choice of inference runtimes (empty: every one that loads the model).
     """
 
     def __init__(
@@ -68,8 +73,14 @@ class ModelPool:
         *,
         budget: int | None = None,
         dtype: str | None = None,
+        sequences: int = 1,
+        context: int | None = None,
+        runtimes: tuple[str, ...] = (),
     ) -> None:
         self.sources = dict(sources)
+        self.sequences = sequences
+        self.context = context
+        self.runtimes = runtimes
         self.runtime = runtime
         self.budget = budget
         self.dtype = dtype
@@ -173,6 +184,9 @@ class ModelPool:
                     runtime=self.runtime,
                     reserved=self._reserved(),
                     dtype=self.dtype,
+                    sequences=self.sequences,
+                    context=self.context,
+                    runtimes=self.runtimes,
                     before_load=lambda plan: self._make_room(name, plan),
                 )
             except OverBudgetError:
@@ -198,21 +212,28 @@ class ModelPool:
             return generator
 
     def _make_room(self, name: str, plan: Plan) -> None:
-        """Before any weight is read: keep the loaded models under ``budget``."""
+        """Before any weight is read: keep the models on the plan's device under ``budget``."""
         if self.budget is None:
             return
         need = plan.estimate.total
         if need > self.budget:
             raise OverBudgetError(
                 f"model {name!r} needs ~{need / MiB:.0f} MiB as planned on {plan.device}, over "
-                f"the serving budget of {self.budget / MiB:.0f} MiB",
+                f"the serving budget of {self.budget / MiB:.0f} MiB per device",
                 hint="raise --memory-budget or serve a smaller dtype",
             )
-        while self._loaded and sum(m.bytes for m in self._loaded.values()) + need > self.budget:
-            self._evict_lru(reason=f"the budget has no room for {name!r}")
+        while True:
+            on_device = [n for n, m in self._loaded.items() if m.plan.device == plan.device]
+            used = sum(self._loaded[n].bytes for n in on_device)
+            if not on_device or used + need <= self.budget:
+                return
+            self._evict(on_device[0], reason=f"{plan.device}'s budget has no room for {name!r}")
 
     def _evict_lru(self, reason: str) -> None:
-        old_name, old = self._loaded.popitem(last=False)
+        self._evict(next(iter(self._loaded)), reason)
+
+    def _evict(self, old_name: str, reason: str) -> None:
+        old = self._loaded.pop(old_name)
         old.evicted = True
         self.evictions.append(old_name)
         log.info("serve.evict", model=old_name, freed_mib=round(old.bytes / MiB), reason=reason)
@@ -236,9 +257,13 @@ def _placement(entry: Loaded) -> dict[str, Any]:
         "runtime": plan.runtime,
         "dtype": plan.dtype,
         "quantization": plan.quantization,
+        "batch": plan.micro_batch,
+        "context": plan.max_seq_len,
         "planned_bytes": plan.estimate.total,
         "reasons": {
-            key: plan.reasons[key] for key in ("device", "runtime", "dtype") if key in plan.reasons
+            key: plan.reasons[key]
+            for key in ("device", "runtime", "dtype", "quantization", "micro_batch", "kv_cache")
+            if key in plan.reasons
         },
         "loaded_at": entry.loaded_at,
     }

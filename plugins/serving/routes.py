@@ -10,6 +10,7 @@ the ``serve`` extra before importing this module.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import threading
@@ -27,6 +28,8 @@ from hwkit.plugins.serving.config import ServeConfig
 from hwkit.plugins.serving.schemas import ApiError, ChatRequest, error_response
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncGenerator, Callable
+
     from hwkit.inference import Generator
     from hwkit.runtime import Runtime
 
@@ -43,7 +46,13 @@ class ServerState:
 
         self.config = config
         self.pool = ModelPool(
-            config.models, runtime, budget=config.memory_budget, dtype=config.dtype
+            config.models,
+            runtime,
+            budget=config.memory_budget,
+            dtype=config.dtype,
+            sequences=config.batch,
+            context=config.context,
+            runtimes=config.runtimes,
         )
         self.sessions = SessionStore(keep=config.session_messages)
         self.personas = load_personas(config.personas_file)
@@ -51,6 +60,8 @@ class ServerState:
             persona_prompt(self.personas, config.default_persona)
         self.active = 0
         self._active_lock = threading.Lock()
+        # generations at once on models that decode one sequence at a time; a batching
+        # model's concurrent requests go to its batcher together
         self.workers = threading.BoundedSemaphore(config.workers)
         self.created = int(time.time())
 
@@ -70,6 +81,38 @@ class ServerState:
     def leave(self) -> None:
         with self._active_lock:
             self.active -= 1
+
+    def workers_for(self, generator: Generator) -> threading.BoundedSemaphore | None:
+        """The ``workers`` bound for a model that runs one sequence at a time; None for a
+        batching one."""
+        return self.workers if generator.batch <= 1 else None
+
+
+class ClosingStream(StreamingResponse):
+    """A streamed response that gives its request's resources back however it ends.
+
+    Starlette cancels a response whose client disconnected; a body generator that never
+    started, or that is parked at a ``yield`` when the cancellation lands in ``send``, would
+    run its ``finally`` only when garbage collected (the queue slot and the model lease
+    leaked until then). This closes the body and calls ``on_close`` (idempotent) in every
+    case.
+    """
+
+    def __init__(
+        self, events: AsyncGenerator[str, None], on_close: Callable[[], None], **kwargs: Any
+    ) -> None:
+        super().__init__(events, **kwargs)
+        self.events = events
+        self.on_close = on_close
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            try:
+                await self.events.aclose()  # the stream's own finally: its row stops
+            finally:
+                self.on_close()
 
 
 def check_auth(state: ServerState, request: Request) -> None:
@@ -240,8 +283,13 @@ def create_app(config: ServeConfig, runtime: Runtime) -> FastAPI:
         state.enter()
         generator: Generator | None = None
         handed_over = False  # the stream gives the queue slot and the model back
+        given_back = False
 
-        def give_back() -> None:
+        def give_back() -> None:  # once, whichever of the stream's ends calls it first
+            nonlocal given_back
+            if given_back:
+                return
+            given_back = True
             if generator is not None:
                 state.pool.release(generator)
             state.leave()
@@ -256,6 +304,7 @@ def create_app(config: ServeConfig, runtime: Runtime) -> FastAPI:
             params = GenerationParams(max_new, req.temperature, req.top_p)
             cid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
             created = int(time.time())
+            workers = state.workers_for(generator)
             if req.stream:
                 events = chat_events(
                     generator,
@@ -264,20 +313,22 @@ def create_app(config: ServeConfig, runtime: Runtime) -> FastAPI:
                     model=req.model,
                     cid=cid,
                     created=created,
-                    workers=state.workers,
+                    workers=workers,
                     on_complete=remember,
                     on_close=give_back,
+                    usage=bool(req.stream_options and req.stream_options.include_usage),
                 )
                 handed_over = True
-                return StreamingResponse(
+                return ClosingStream(
                     events,
+                    give_back,
                     media_type="text/event-stream",
                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
                 )
 
             def run() -> Any:
                 assert generator is not None
-                with state.workers:
+                with workers if workers is not None else contextlib.nullcontext():
                     return generator.generate(prompt, params)
 
             completion = await anyio.to_thread.run_sync(run)

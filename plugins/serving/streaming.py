@@ -1,14 +1,16 @@
 """Server-Sent Events for a streamed chat completion, in OpenAI's chunk format.
 
-The generator's ``stream`` is a blocking iterator (a worker thread decodes); each piece is
-fetched on a thread so the event loop keeps serving other requests meanwhile.
+The generator's ``stream`` is a blocking iterator (a scheduler thread decodes, into a queue
+per request); each piece is fetched on a thread so the event loop keeps serving other
+requests meanwhile. Closing the stream early (the client went away) closes that iterator,
+which stops the request's row in its batch.
 """
 
 from __future__ import annotations
 
 import json
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from hwkit.errors import HwkitError
@@ -31,15 +33,20 @@ async def chat_events(
     model: str,
     cid: str,
     created: int,
-    workers: threading.BoundedSemaphore,
+    workers: threading.BoundedSemaphore | None,
     on_complete: Callable[[str], None],
     on_close: Callable[[], None],
-) -> AsyncIterator[str]:
+    usage: bool = False,
+) -> AsyncGenerator[str, None]:
     """A role chunk, a content chunk per text piece, a finish chunk, then ``data: [DONE]``.
 
-    ``on_complete(text)`` runs after a stream that finished (the session remembers it);
-    ``on_close()`` always runs last (the queue slot and the model are given back). An error
-    while generating becomes one OpenAI-style error event.
+    ``workers`` (None for a batching model) is held while generating. With ``usage``
+    (``stream_options.include_usage``) a chunk with no choices and the token counts
+    follows the finish chunk, as OpenAI sends it. ``on_complete(text)``
+    runs after a stream that finished (the session remembers it); ``on_close()`` always
+    runs last, also when the stream is closed early (the queue slot and the model are given
+    back, after the generator's iterator is closed: its row stops). An error while
+    generating becomes one OpenAI-style error event.
     """
     import anyio
 
@@ -61,8 +68,13 @@ async def chat_events(
     result = StreamResult()
     pieces: list[str] = []
     end = object()
+    it: Iterator[str] | None = None
+    held = False
     try:
-        await anyio.to_thread.run_sync(workers.acquire)
+        # Polled, not waited for on a thread: a cancelled wait can never leave it taken.
+        while workers is not None and not workers.acquire(blocking=False):
+            await anyio.sleep(0.02)
+        held = workers is not None
         try:
             it = generator.stream(prompt, params, result)
             yield chunk({"role": "assistant", "content": ""})
@@ -76,10 +88,30 @@ async def chat_events(
             error = {"message": exc.one_line(), "type": "server_error", "code": None}
             yield _event({"error": {**error, "param": None}})
             return
-        finally:
-            workers.release()
         yield chunk({}, result.finish_reason)
+        if usage:
+            tokens = prompt.prompt_tokens, result.completion_tokens
+            yield _event(
+                {
+                    "id": cid,
+                    "object": "chat.completion.chunk",
+                    "created": created,
+                    "model": model,
+                    "choices": [],
+                    "usage": {
+                        "prompt_tokens": tokens[0],
+                        "completion_tokens": tokens[1],
+                        "total_tokens": sum(tokens),
+                    },
+                }
+            )
         yield DONE
         on_complete("".join(pieces))
     finally:
+        if it is not None:
+            close = getattr(it, "close", None)
+            if close is not None:
+                close()  # an unfinished request stops decoding
+        if held and workers is not None:
+            workers.release()
         on_close()

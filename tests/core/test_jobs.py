@@ -156,3 +156,13 @@ def test_a_runtime_with_only_attached_hardware() -> None:
     assert [d.id for d in runtime.devices()] == ["cuda:0", "cpu:1"]
     assert all(isinstance(d, MockDevice) and d.present for d in runtime.devices())
     assert isinstance(runtime, Runtime) and runtime.active_profile.profile.name == "t4"
+
+
+def test_a_runtime_that_cannot_load_the_format_is_refused_before_loading() -> None:
+    from hwkit.errors import UsageError
+    from hwkit.models import SMOLLM2
+
+    with pytest.raises(UsageError) as info:
+        jobs.load_generator(SMOLLM2.gguf_path(), runtimes=("transformers",))
+    assert "does not load gguf models" in str(info.value)
+    assert "--runtime llama.cpp" in (info.value.hint or "")

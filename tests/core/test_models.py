@@ -108,6 +108,9 @@ def test_one_resolver_for_every_kind_of_model_path(tmp_path: Path) -> None:
     ir.mkdir()
     (ir / "openvino_model.xml").write_text("<net/>")
     assert resolve(ir).format == "openvino"
+    # an exported IR keeps the config.json it came from: still an IR, not a HF directory
+    (ir / "config.json").write_text("{}")
+    assert resolve(ir).format == "openvino"
 
     broken_run = tmp_path / "broken"
     broken_run.mkdir()

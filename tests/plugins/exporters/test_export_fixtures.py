@@ -66,3 +66,20 @@ def merged_lora(lora_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
         out = tmp_path_factory.mktemp("merged") / "merged"
         _MEMO["merged_lora"] = MergedExporter().export(lora_run, out)
     return _MEMO["merged_lora"]
+
+
+@pytest.fixture(scope="session")
+def smol_openvino_kv(smol: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """SmolLM2 exported once as KV-cache OpenVINO IRs, FP16 and INT8 weights, verified:
+    ``OUT/openvino-kv-fp16/`` and ``OUT/openvino-kv-int8/`` (OUT is returned). Skipped,
+    naming the extra, where openvino-tokenizers is not installed."""
+    from hwkit.extras import install_hint, is_available
+    from hwkit.plugins.exporters import OpenVINOExporter
+
+    if not is_available("openvino_tokenizers"):
+        pytest.skip(f"openvino_tokenizers is not installed ({install_hint('openvino_tokenizers')})")
+    if "smol_openvino_kv" not in _MEMO:
+        out = tmp_path_factory.mktemp("openvino-kv")
+        OpenVINOExporter().export(smol, out, precision="fp16,int8", kv_cache=True)
+        _MEMO["smol_openvino_kv"] = out
+    return _MEMO["smol_openvino_kv"]

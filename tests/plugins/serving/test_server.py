@@ -31,11 +31,12 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def planned_bytes(source: Path, runtime: Any) -> int:
-    """What the ``generate`` plan of ``source`` takes on ``runtime`` (loaded once to see)."""
+def planned_bytes(source: Path, runtime: Any, sequences: int = 1) -> int:
+    """What the ``generate`` plan of ``source`` for ``sequences`` concurrent sequences takes
+    on ``runtime`` (loaded once to see)."""
     from hwkit.jobs import load_generator
 
-    generator = load_generator(source, runtime=runtime)
+    generator = load_generator(source, runtime=runtime, sequences=sequences)
     try:
         return generator.plan.estimate.total
     finally:
@@ -44,15 +45,16 @@ def planned_bytes(source: Path, runtime: Any) -> int:
 
 @pytest.fixture(scope="module")
 def server(smol: Path, merged_lora: Path) -> Iterator[dict[str, Any]]:
-    """uvicorn on 127.0.0.1 in a thread, models planned on a mock CPU; the budget holds
-    one model, not two."""
+    """uvicorn on 127.0.0.1 in a thread, models planned on a mock CPU for 2 concurrent
+    sequences each; the budget holds one model, not two."""
     import uvicorn
 
     runtime = mock_runtime("cpu")
     config = ServeConfig(
         models={"smol": str(smol), "smol-lora": str(merged_lora)},
         token=TOKEN,
-        memory_budget=int(planned_bytes(smol, runtime) * 1.5),
+        memory_budget=int(planned_bytes(smol, runtime, sequences=2) * 1.5),
+        batch=2,
         session_messages=4,
         max_queue=2,
         workers=1,
