@@ -23,9 +23,10 @@ Phases, and what each owns:
 
 from __future__ import annotations
 
+import queue
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -108,6 +109,45 @@ class Generator(ABC):
 
     def close(self) -> None:  # noqa: B027 - runtimes without native handles have nothing to free
         """Release the weights and any native handles."""
+
+
+Emit = Callable[[str], None]
+
+
+def stream_from_worker(
+    work: Callable[[Emit, threading.Event], None],
+    result: StreamResult,
+    *,
+    name: str = "hwkit-generate",
+) -> Iterator[str]:
+    """Run ``work(emit, stop)`` on a thread and yield each piece it emits, as it comes.
+
+    For runtimes whose library generates in one blocking call with a callback or a chunk
+    iterator. ``work`` fills ``result`` and checks ``stop``, which is set when the consumer
+    closes this iterator early (the request is abandoned: stop at the next token). An
+    exception in ``work`` is re-raised to the consumer, never lost in the thread.
+    """
+    pieces: queue.Queue[str | None] = queue.Queue()
+    stop = threading.Event()
+
+    def run() -> None:
+        try:
+            work(pieces.put, stop)
+        except BaseException as exc:  # reported to the consumer
+            result.error = exc
+        finally:
+            pieces.put(None)
+
+    thread = threading.Thread(target=run, name=name, daemon=True)
+    thread.start()
+    try:
+        while (piece := pieces.get(timeout=600)) is not None:
+            yield piece
+    finally:
+        stop.set()
+        thread.join()
+    if result.error is not None:
+        raise result.error
 
 
 class InferenceRuntime(ABC):

@@ -10,7 +10,6 @@ worker thread. llama-cpp-python is imported only when a model is loaded.
 from __future__ import annotations
 
 import os
-import queue
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from hwkit.errors import ConfigError, NotFoundError, UsageError
 from hwkit.inference import (
+    Emit,
     FinishReason,
     GenerationParams,
     Generator,
@@ -25,6 +25,7 @@ from hwkit.inference import (
     Message,
     Prompt,
     StreamResult,
+    stream_from_worker,
 )
 from hwkit.log import get_logger
 
@@ -184,48 +185,32 @@ class LlamaCppGenerator(Generator):
         if self.llm is None:
             raise UsageError(f"{self.name} is closed", hint="load the model again")
         kwargs = self._completion_kwargs(prompt, params)
-        pieces: queue.Queue[str | None] = queue.Queue()
-        stop = threading.Event()
 
-        def work() -> None:
-            try:
-                with self.lock:
-                    llm = self.llm
-                    if llm is None:
-                        raise UsageError(f"{self.name} is closed", hint="load the model again")
-                    finish: FinishReason = "stop"
-                    chunks = llm.create_completion(**kwargs)
-                    try:
-                        for chunk in chunks:
-                            choice = chunk["choices"][0]
-                            if choice["text"]:
-                                pieces.put(choice["text"])
-                            if choice["finish_reason"] == "length":
-                                finish = "length"
-                            if stop.is_set():
-                                break
-                    finally:
-                        chunks.close()
-                    # llama.cpp evaluates every new token but the last one it stops on
-                    # for length (an end-of-turn token it samples is not part of the reply)
-                    evaluated = int(llm.n_tokens) - prompt.prompt_tokens
-                    result.completion_tokens = evaluated + (1 if finish == "length" else 0)
-                    result.finish_reason = finish
-            except BaseException as exc:  # reported to the consumer, never lost in the thread
-                result.error = exc
-            finally:
-                pieces.put(None)
+        def work(emit: Emit, stop: threading.Event) -> None:
+            with self.lock:
+                llm = self.llm
+                if llm is None:
+                    raise UsageError(f"{self.name} is closed", hint="load the model again")
+                finish: FinishReason = "stop"
+                chunks = llm.create_completion(**kwargs)
+                try:
+                    for chunk in chunks:
+                        choice = chunk["choices"][0]
+                        if choice["text"]:
+                            emit(choice["text"])
+                        if choice["finish_reason"] == "length":
+                            finish = "length"
+                        if stop.is_set():
+                            break
+                finally:
+                    chunks.close()
+                # llama.cpp evaluates every new token but the last one it stops on
+                # for length (an end-of-turn token it samples is not part of the reply)
+                evaluated = int(llm.n_tokens) - prompt.prompt_tokens
+                result.completion_tokens = evaluated + (1 if finish == "length" else 0)
+                result.finish_reason = finish
 
-        thread = threading.Thread(target=work, name="hwkit-generate", daemon=True)
-        thread.start()
-        try:
-            while (piece := pieces.get(timeout=600)) is not None:
-                yield piece
-        finally:
-            stop.set()
-            thread.join()
-        if result.error is not None:
-            raise result.error
+        return stream_from_worker(work, result)
 
     def close(self) -> None:
         """Free the model and its context (the caller makes sure no generation runs)."""

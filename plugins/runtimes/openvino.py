@@ -13,7 +13,6 @@ worker thread. openvino_genai is imported only when a model is loaded.
 from __future__ import annotations
 
 import json
-import queue
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from hwkit.errors import ConfigError, NotFoundError, UnavailableError, UsageError
 from hwkit.inference import (
+    Emit,
     FinishReason,
     GenerationParams,
     Generator,
@@ -28,6 +28,7 @@ from hwkit.inference import (
     Message,
     Prompt,
     StreamResult,
+    stream_from_worker,
 )
 from hwkit.log import get_logger
 
@@ -249,40 +250,25 @@ class OpenVINOGenerator(Generator):
         if self.pipeline is None:
             raise self._closed()
         config = self._config(prompt, params)
-        pieces: queue.Queue[str | None] = queue.Queue()
-        stop = threading.Event()
 
-        def push(piece: str) -> Any:
-            if piece:
-                pieces.put(piece)
-            return genai.StreamingStatus.STOP if stop.is_set() else genai.StreamingStatus.RUNNING
+        def work(emit: Emit, stop: threading.Event) -> None:
+            def push(piece: str) -> Any:
+                if piece:
+                    emit(piece)
+                running = genai.StreamingStatus.RUNNING
+                return genai.StreamingStatus.STOP if stop.is_set() else running
 
-        def work() -> None:
-            try:
-                with self.lock:
-                    pipeline = self.pipeline
-                    if pipeline is None:
-                        raise self._closed()
-                    streamer = genai.TextStreamer(self.tokenizer, push)
-                    encoded = pipeline.generate(prompt.ids, config, streamer)
-                tokens = [int(t) for t in encoded.tokens[0]]
-                result.completion_tokens = len(tokens)
-                result.finish_reason = _finish(genai, encoded, tokens, prompt.max_new_tokens)
-            except BaseException as exc:  # reported to the consumer, never lost in the thread
-                result.error = exc
-            finally:
-                pieces.put(None)
+            with self.lock:
+                pipeline = self.pipeline
+                if pipeline is None:
+                    raise self._closed()
+                streamer = genai.TextStreamer(self.tokenizer, push)
+                encoded = pipeline.generate(prompt.ids, config, streamer)
+            tokens = [int(t) for t in encoded.tokens[0]]
+            result.completion_tokens = len(tokens)
+            result.finish_reason = _finish(genai, encoded, tokens, prompt.max_new_tokens)
 
-        thread = threading.Thread(target=work, name="hwkit-generate", daemon=True)
-        thread.start()
-        try:
-            while (piece := pieces.get(timeout=600)) is not None:
-                yield piece
-        finally:
-            stop.set()
-            thread.join()
-        if result.error is not None:
-            raise result.error
+        return stream_from_worker(work, result)
 
     def close(self) -> None:
         """Free the pipeline (waits for a generation in progress)."""

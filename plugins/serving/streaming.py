@@ -1,13 +1,14 @@
 """Server-Sent Events for a streamed chat completion, in OpenAI's chunk format.
 
 The generator's ``stream`` is a blocking iterator (a scheduler thread decodes, into a queue
-per request); each piece is fetched on a thread so the event loop keeps serving other
-requests meanwhile. Closing the stream early (the client went away) closes that iterator,
-which stops the request's row in its batch.
+per request); a thread per stream reads it and hands each piece to the event loop, which
+keeps serving other requests meanwhile. Closing the stream early (the client went away)
+closes that iterator, which stops the request's row in its batch.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from collections.abc import AsyncGenerator, Callable, Iterator
@@ -23,6 +24,44 @@ DONE = "data: [DONE]\n\n"
 
 def _event(body: dict[str, Any]) -> str:
     return f"data: {json.dumps(body)}\n\n"
+
+
+async def _pumped(it: Iterator[str], abandon: threading.Event) -> AsyncGenerator[str, None]:
+    """The blocking iterator's pieces, read on one thread of its own and handed to the
+    event loop as they come (one wake-up per piece, not a worker-thread round trip).
+
+    When ``abandon`` is set (the response ended early), the thread closes the iterator
+    after its next piece, from the thread that runs it: the runtime stops decoding."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+
+    def pump() -> None:
+        try:
+            for piece in it:
+                loop.call_soon_threadsafe(queue.put_nowait, ("piece", piece))
+                if abandon.is_set():
+                    break
+            outcome: tuple[str, Any] = ("end", None)
+        except BaseException as exc:  # handed to the event loop, re-raised there
+            outcome = ("error", exc)
+        finally:
+            close = getattr(it, "close", None)
+            if close is not None:
+                close()
+        with contextlib.suppress(RuntimeError):  # the loop has gone: nobody is listening
+            loop.call_soon_threadsafe(queue.put_nowait, outcome)
+
+    threading.Thread(target=pump, name="hwkit-stream", daemon=True).start()
+    while True:
+        kind, value = await queue.get()
+        if kind == "piece":
+            yield str(value)
+        elif kind == "error":
+            raise value
+        else:
+            return
 
 
 async def chat_events(
@@ -67,7 +106,7 @@ async def chat_events(
 
     result = StreamResult()
     pieces: list[str] = []
-    end = object()
+    abandon = threading.Event()
     it: Iterator[str] | None = None
     held = False
     try:
@@ -78,12 +117,9 @@ async def chat_events(
         try:
             it = generator.stream(prompt, params, result)
             yield chunk({"role": "assistant", "content": ""})
-            while True:
-                piece = await anyio.to_thread.run_sync(next, it, end)
-                if piece is end:
-                    break
-                pieces.append(str(piece))
-                yield chunk({"content": str(piece)})
+            async for piece in _pumped(it, abandon):
+                pieces.append(piece)
+                yield chunk({"content": piece})
         except HwkitError as exc:
             error = {"message": exc.one_line(), "type": "server_error", "code": None}
             yield _event({"error": {**error, "param": None}})
@@ -108,10 +144,7 @@ async def chat_events(
         yield DONE
         on_complete("".join(pieces))
     finally:
-        if it is not None:
-            close = getattr(it, "close", None)
-            if close is not None:
-                close()  # an unfinished request stops decoding
+        abandon.set()  # the pump closes an unfinished iterator: its request stops decoding
         if held and workers is not None:
             workers.release()
         on_close()
