@@ -126,6 +126,28 @@ def test_the_next_model_goes_where_the_loaded_ones_leave_room() -> None:
     pool.close()
 
 
+def test_memory_budget_is_per_device() -> None:
+    """With a budget of 1.5 models per device and two mock GPUs, two models load side by
+    side (a budget over all devices together would have evicted the first)."""
+    from hwkit.hardware_profile import PROFILE_ENV
+    from hwkit.runtime import current
+    from hwkit.testing import MockBackend
+
+    plugins = current().plugins
+    env = {k: v for k, v in os.environ.items() if k != PROFILE_ENV}
+    runtime = Runtime(plugins, env, registered_hardware=False)
+    runtime.attach_backend(MockBackend(*[plugins.profiles.get("rtx5090")] * 2))
+    need = _need(runtime)
+    for device in ("cuda:0", "cuda:1"):
+        _room_for(runtime, device, 1.5, need)
+    pool = ModelPool({"a": MODEL, "b": MODEL}, runtime, budget=int(need * 1.5))
+    a, b = pool.get("a"), pool.get("b")
+    assert {a.device.id, b.device.id} == {"cuda:0", "cuda:1"}
+    assert pool.evictions == [] and pool.loaded() == ["a", "b"]
+    assert pool.used_bytes() == 2 * need > pool.budget  # over the cap together, not per device
+    pool.close()
+
+
 def test_when_nothing_fits_the_least_recently_used_is_evicted() -> None:
     runtime = mock_runtime("rtx5090")
     need = _need(runtime)
