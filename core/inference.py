@@ -114,6 +114,20 @@ class Generator(ABC):
 Emit = Callable[[str], None]
 
 
+def check_context(prompt_tokens: int, max_new_tokens: int, context: tuple[int, str]) -> None:
+    """Refuse a prompt whose tokens plus the reply's would not fit ``context`` (tokens, and
+    whose limit it is: the model's or the plan's), with the same words in every runtime."""
+    limit, whose = context
+    if prompt_tokens + max_new_tokens > limit:
+        from hwkit.errors import UsageError
+
+        raise UsageError(
+            f"prompt of {prompt_tokens} tokens plus max_tokens {max_new_tokens} exceeds the "
+            f"{whose} context of {limit}",
+            hint="send fewer messages or lower max_tokens",
+        )
+
+
 def stream_from_worker(
     work: Callable[[Emit, threading.Event], None],
     result: StreamResult,

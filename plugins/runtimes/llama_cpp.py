@@ -25,6 +25,7 @@ from hwkit.inference import (
     Message,
     Prompt,
     StreamResult,
+    check_context,
     stream_from_worker,
 )
 from hwkit.log import get_logger
@@ -152,13 +153,7 @@ class LlamaCppGenerator(Generator):
         if self.add_bos and ids[:1] != [self.bos]:  # unless the template wrote it
             ids = [self.bos, *ids]
         n = len(ids)
-        ctx, whose = self.context
-        if n + max_new_tokens > ctx:
-            raise UsageError(
-                f"prompt of {n} tokens plus max_tokens {max_new_tokens} exceeds the "
-                f"{whose} context of {ctx}",
-                hint="send fewer messages or lower max_tokens",
-            )
+        check_context(n, max_new_tokens, self.context)
         return Prompt(ids, n, max_new_tokens)
 
     def _completion_kwargs(self, prompt: Prompt, params: GenerationParams) -> dict[str, Any]:

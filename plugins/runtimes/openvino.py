@@ -28,6 +28,7 @@ from hwkit.inference import (
     Message,
     Prompt,
     StreamResult,
+    check_context,
     stream_from_worker,
 )
 from hwkit.log import get_logger
@@ -209,13 +210,7 @@ class OpenVINOGenerator(Generator):
             ) from None
         ids = self.tokenizer.encode(text, add_special_tokens=False)
         n = int(ids.input_ids.get_shape()[1])
-        ctx, whose = self.context
-        if n + max_new_tokens > ctx:
-            raise UsageError(
-                f"prompt of {n} tokens plus max_tokens {max_new_tokens} exceeds the "
-                f"{whose} context of {ctx}",
-                hint="send fewer messages or lower max_tokens",
-            )
+        check_context(n, max_new_tokens, self.context)
         if self.max_prompt is not None and n > self.max_prompt:
             raise UsageError(
                 f"prompt of {n} tokens exceeds the {self.ov_device} pipeline's static prompt "

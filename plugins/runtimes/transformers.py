@@ -25,6 +25,7 @@ from hwkit.inference import (
     Message,
     Prompt,
     StreamResult,
+    check_context,
 )
 from hwkit.log import get_logger
 
@@ -165,13 +166,7 @@ class TransformersGenerator(Generator):
         text = tok.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
         ids = tok(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
         n = int(ids.shape[1])
-        ctx, whose = self.context
-        if n + max_new_tokens > ctx:
-            raise UsageError(
-                f"prompt of {n} tokens plus max_tokens {max_new_tokens} exceeds the "
-                f"{whose} context of {ctx}",
-                hint="send fewer messages or lower max_tokens",
-            )
+        check_context(n, max_new_tokens, self.context)
         return Prompt(ids, n, max_new_tokens)
 
     def stream(
