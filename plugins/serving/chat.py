@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import Callable, Iterator
 from typing import TextIO
@@ -32,24 +33,25 @@ def chat_loop(
         # history[-0:] is the whole list, so 0 would silently mean "keep everything".
         raise UsageError(f"--keep {keep}: keep at least 1 message (the one being sent)")
     history: list[Message] = []
-    respond = _remote(url, token, model, max_tokens) if url else _local(model, max_tokens)
+    responder = _remote(url, token, model, max_tokens) if url else _local(model, max_tokens)
     lines: Iterator[str] = iter([message]) if message is not None else _prompts(out)
-    for line in lines:
-        text = line.strip()
-        if text in ("/exit", "/quit"):
-            break
-        if not text:
-            continue
-        history.append({"role": "user", "content": text})
-        history = trim_history(history, keep)
-        messages = ([{"role": "system", "content": system}] if system else []) + history
-        reply = []
-        for piece in respond(messages):
-            out.write(piece)
-            out.flush()
-            reply.append(piece)
-        out.write("\n")
-        history.append({"role": "assistant", "content": "".join(reply)})
+    with responder as respond:
+        for line in lines:
+            text = line.strip()
+            if text in ("/exit", "/quit"):
+                break
+            if not text:
+                continue
+            history.append({"role": "user", "content": text})
+            history = trim_history(history, keep)
+            messages = ([{"role": "system", "content": system}] if system else []) + history
+            reply = []
+            for piece in respond(messages):
+                out.write(piece)
+                out.flush()
+                reply.append(piece)
+            out.write("\n")
+            history.append({"role": "assistant", "content": "".join(reply)})
 
 
 def _prompts(out: TextIO) -> Iterator[str]:
@@ -62,7 +64,8 @@ def _prompts(out: TextIO) -> Iterator[str]:
         yield line
 
 
-def _remote(url: str, token: str | None, model: str, max_tokens: int) -> Responder:
+@contextlib.contextmanager
+def _remote(url: str, token: str | None, model: str, max_tokens: int) -> Iterator[Responder]:
     from hwkit.extras import require
 
     openai = require("openai", purpose="hwkit chat --url")
@@ -80,11 +83,18 @@ def _remote(url: str, token: str | None, model: str, max_tokens: int) -> Respond
             if choices and choices[0].delta.content:
                 yield str(choices[0].delta.content)
 
-    return respond
+    try:
+        yield respond
+    finally:
+        client.close()
 
 
-def _local(model: str, max_tokens: int) -> Responder:
-    """The model loaded through its ``generate`` plan on the process's runtime; greedy."""
+@contextlib.contextmanager
+def _local(model: str, max_tokens: int) -> Iterator[Responder]:
+    """The model loaded through its ``generate`` plan on the process's runtime; greedy.
+
+    Closed when the chat ends: a batching runtime's scheduler thread must not be left
+    inside the library at interpreter exit (it aborted the process there)."""
     from hwkit.inference import GenerationParams
     from hwkit.jobs import load_generator
 
@@ -95,4 +105,7 @@ def _local(model: str, max_tokens: int) -> Responder:
         prompt = generator.prompt(messages, max_tokens)
         yield from generator.stream(prompt, params)
 
-    return respond
+    try:
+        yield respond
+    finally:
+        generator.close()
