@@ -101,18 +101,23 @@ def _need(runtime: Runtime) -> int:
     return need
 
 
-def test_the_next_model_goes_where_the_loaded_ones_leave_room() -> None:
-    """Two mock GPUs with room for one model each: the second model lands on the second
-    device because the first one's plan is reserved on cuda:0, and nothing is evicted."""
+def _two_mock_gpus() -> Runtime:
+    """A runtime with two mock RTX 5090s and no profile named: plans use every device."""
     from hwkit.hardware_profile import PROFILE_ENV
     from hwkit.runtime import current
     from hwkit.testing import MockBackend
 
-    # two mock GPUs and no profile named: the allocator plans on every device
     plugins = current().plugins
     env = {k: v for k, v in os.environ.items() if k != PROFILE_ENV}
     runtime = Runtime(plugins, env, registered_hardware=False)
     runtime.attach_backend(MockBackend(*[plugins.profiles.get("rtx5090")] * 2))
+    return runtime
+
+
+def test_the_next_model_goes_where_the_loaded_ones_leave_room() -> None:
+    """Two mock GPUs with room for one model each: the second model lands on the second
+    device because the first one's plan is reserved on cuda:0, and nothing is evicted."""
+    runtime = _two_mock_gpus()
     need = _need(runtime)
     for device in ("cuda:0", "cuda:1"):
         _room_for(runtime, device, 1.5, need)
@@ -129,14 +134,7 @@ def test_the_next_model_goes_where_the_loaded_ones_leave_room() -> None:
 def test_memory_budget_is_per_device() -> None:
     """With a budget of 1.5 models per device and two mock GPUs, two models load side by
     side (a budget over all devices together would have evicted the first)."""
-    from hwkit.hardware_profile import PROFILE_ENV
-    from hwkit.runtime import current
-    from hwkit.testing import MockBackend
-
-    plugins = current().plugins
-    env = {k: v for k, v in os.environ.items() if k != PROFILE_ENV}
-    runtime = Runtime(plugins, env, registered_hardware=False)
-    runtime.attach_backend(MockBackend(*[plugins.profiles.get("rtx5090")] * 2))
+    runtime = _two_mock_gpus()
     need = _need(runtime)
     for device in ("cuda:0", "cuda:1"):
         _room_for(runtime, device, 1.5, need)

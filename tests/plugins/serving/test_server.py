@@ -3,9 +3,6 @@
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -21,14 +18,9 @@ from hwkit.plugins.serving.routes import create_app
 from hwkit.plugins.serving.sessions import load_personas
 from hwkit.testing import mock_runtime
 from tests.plugins.exporters.test_export_fixtures import lora_run, merged_lora, smol  # noqa: F401
+from tests.plugins.serving.live_server import running
 
 TOKEN = "s3cret-token"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def planned_bytes(source: Path, runtime: Any, sequences: int = 1) -> int:
@@ -47,8 +39,6 @@ def planned_bytes(source: Path, runtime: Any, sequences: int = 1) -> int:
 def server(smol: Path, merged_lora: Path) -> Iterator[dict[str, Any]]:
     """uvicorn on 127.0.0.1 in a thread, models planned on a mock CPU for 2 concurrent
     sequences each; the budget holds one model, not two."""
-    import uvicorn
-
     runtime = mock_runtime("cpu")
     config = ServeConfig(
         models={"smol": str(smol), "smol-lora": str(merged_lora)},
@@ -64,18 +54,9 @@ def server(smol: Path, merged_lora: Path) -> Iterator[dict[str, Any]]:
         default_max_tokens=8,
     )
     app = create_app(config, runtime)
-    port = _free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not srv.started and time.time() < deadline:
-        time.sleep(0.05)
-    assert srv.started, "uvicorn did not start"
-    base = f"http://127.0.0.1:{port}"
-    yield {"base": base, "state": app.state.hwkit, "config": config}
-    srv.should_exit = True
-    thread.join(timeout=30)
+    with running(app) as port:
+        base = f"http://127.0.0.1:{port}"
+        yield {"base": base, "state": app.state.hwkit, "config": config}
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -22,21 +21,14 @@ from hwkit.plugins.runtimes.transformers import TransformersGenerator
 from hwkit.plugins.serving.config import ServeConfig
 from hwkit.plugins.serving.routes import create_app
 from hwkit.testing import mock_runtime
+from tests.plugins.serving.live_server import running
 
 MODEL = "smollm2-135m-instruct"
 LONG = "Count from 1 to 500, separated by commas."
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def server() -> Iterator[dict[str, Any]]:
-    import uvicorn
-
     config = ServeConfig(
         models={"smol": MODEL},
         batch=4,
@@ -46,27 +38,18 @@ def server() -> Iterator[dict[str, Any]]:
         default_max_tokens=8,
     )
     app = create_app(config, mock_runtime("cpu"))
-    port = _free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not srv.started and time.time() < deadline:
-        time.sleep(0.05)
-    assert srv.started, "uvicorn did not start"
-    state = app.state.hwkit
-    generator = state.pool.get("smol")
-    assert isinstance(generator, TransformersGenerator)
-    assert generator.plan.micro_batch == generator.batch == 4  # --batch reached the plan
-    yield {
-        "base": f"http://127.0.0.1:{port}",
-        "port": port,
-        "app": app,
-        "state": state,
-        "gen": generator,
-    }
-    srv.should_exit = True
-    thread.join(timeout=30)
+    with running(app) as port:
+        state = app.state.hwkit
+        generator = state.pool.get("smol")
+        assert isinstance(generator, TransformersGenerator)
+        assert generator.plan.micro_batch == generator.batch == 4  # --batch reached the plan
+        yield {
+            "base": f"http://127.0.0.1:{port}",
+            "port": port,
+            "app": app,
+            "state": state,
+            "gen": generator,
+        }
 
 
 def _body(text: str, max_tokens: int, stream: bool = True) -> dict[str, Any]:
