@@ -3,8 +3,8 @@
 It loads the file with a context of the plan's sequence length, on the CPU's physical
 cores or with every layer offloaded to the planned CUDA device (when llama-cpp-python was
 built with GPU support), renders prompts with the chat template stored in the GGUF and
-generates greedily unless a temperature is given, streaming ``create_completion`` on a
-worker thread. llama-cpp-python is imported only when a model is loaded.
+generates greedily unless a temperature is given, streaming ``create_completion`` on
+the reader's thread. llama-cpp-python is imported only when a model is loaded.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from hwkit.errors import ConfigError, NotFoundError, UsageError
 from hwkit.inference import (
-    Emit,
     FinishReason,
     GenerationParams,
     Generator,
@@ -26,7 +25,6 @@ from hwkit.inference import (
     Prompt,
     StreamResult,
     check_context,
-    stream_from_worker,
 )
 from hwkit.log import get_logger
 
@@ -172,40 +170,43 @@ class LlamaCppGenerator(Generator):
     ) -> Iterator[str]:
         """Yield text pieces as they are generated; ``result`` is complete when this ends.
 
-        Generation runs on a worker thread holding ``lock``, so the lock is released when it
-        ends even if the consumer stops reading; a consumer that closes this iterator early
-        stops the generation at the next token.
+        llama-cpp-python's own stream decodes on the thread that reads it, so pieces go
+        straight to the consumer (no worker thread, no queue: on a 2-core machine every
+        hop competes with llama.cpp's compute threads). ``lock`` is taken at the first
+        read and released when the iterator ends or is closed; closing it early stops
+        the generation at the next token.
         """
         result = result if result is not None else StreamResult()
         if self.llm is None:
             raise UsageError(f"{self.name} is closed", hint="load the model again")
-        kwargs = self._completion_kwargs(prompt, params)
+        return self._decode(self._completion_kwargs(prompt, params), prompt, result)
 
-        def work(emit: Emit, stop: threading.Event) -> None:
-            with self.lock:
-                llm = self.llm
-                if llm is None:
-                    raise UsageError(f"{self.name} is closed", hint="load the model again")
-                finish: FinishReason = "stop"
-                chunks = llm.create_completion(**kwargs)
-                try:
-                    for chunk in chunks:
-                        choice = chunk["choices"][0]
-                        if choice["text"]:
-                            emit(choice["text"])
-                        if choice["finish_reason"] == "length":
-                            finish = "length"
-                        if stop.is_set():
-                            break
-                finally:
-                    chunks.close()
-                # llama.cpp evaluates every new token but the last one it stops on
-                # for length (an end-of-turn token it samples is not part of the reply)
-                evaluated = int(llm.n_tokens) - prompt.prompt_tokens
-                result.completion_tokens = evaluated + (1 if finish == "length" else 0)
-                result.finish_reason = finish
-
-        return stream_from_worker(work, result)
+    def _decode(
+        self, kwargs: dict[str, Any], prompt: Prompt, result: StreamResult
+    ) -> Iterator[str]:
+        with self.lock:
+            llm = self.llm
+            if llm is None:
+                raise UsageError(f"{self.name} is closed", hint="load the model again")
+            finish: FinishReason = "stop"
+            chunks = llm.create_completion(**kwargs)
+            try:
+                for chunk in chunks:
+                    choice = chunk["choices"][0]
+                    if choice["finish_reason"] == "length":
+                        finish = "length"
+                    if choice["text"]:
+                        yield choice["text"]
+            except Exception as exc:  # recorded as the contract says, then re-raised
+                result.error = exc
+                raise
+            finally:
+                chunks.close()
+            # llama.cpp evaluates every new token but the last one it stops on
+            # for length (an end-of-turn token it samples is not part of the reply)
+            evaluated = int(llm.n_tokens) - prompt.prompt_tokens
+            result.completion_tokens = evaluated + (1 if finish == "length" else 0)
+            result.finish_reason = finish
 
     def close(self) -> None:
         """Free the model and its context (the caller makes sure no generation runs)."""
