@@ -41,11 +41,16 @@ FinishReason = Literal["stop", "length"]
 
 @dataclass(frozen=True)
 class GenerationParams:
-    """Sampling settings for one request: greedy unless ``temperature`` is set."""
+    """Sampling settings for one request: greedy unless ``temperature`` is set.
+
+    ``logprobs``: record each new token's log-probability in ``StreamResult.logprobs``
+    (adaptive retrieval reads how sure the model is). A runtime that cannot give them
+    leaves it None (``Generator.gives_logprobs`` says which)."""
 
     max_new_tokens: int = 128
     temperature: float | None = None
     top_p: float | None = None
+    logprobs: bool = False
 
 
 @dataclass
@@ -64,6 +69,7 @@ class StreamResult:
     completion_tokens: int = 0
     finish_reason: FinishReason = "stop"
     error: BaseException | None = None
+    logprobs: list[float] | None = None  # per new token, when asked and given
 
 
 @dataclass(frozen=True)
@@ -88,6 +94,7 @@ class Generator(ABC):
     device: Device
     lock: threading.Lock
     batch: int = 1
+    gives_logprobs: bool = False  # fills StreamResult.logprobs when params.logprobs
 
     @abstractmethod
     def prompt(self, messages: Sequence[Message], max_new_tokens: int) -> Prompt: ...

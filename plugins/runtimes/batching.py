@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
-from transformers import StoppingCriteria, TextStreamer
+from transformers import LogitsProcessor, StoppingCriteria, TextStreamer
 from transformers.generation.streamers import BaseStreamer
 
 from hwkit.errors import UsageError
@@ -304,6 +304,10 @@ class BatchStreamer(BaseStreamer):
         self.eos = set(eos if isinstance(eos, list) else [eos])
         self.prompt_seen = False
         self.steps = 0
+        self.scores = StepLogprobs() if any(r.params.logprobs for r in requests) else None
+        for r in requests:
+            if r.params.logprobs:
+                r.result.logprobs = []
 
     def put(self, value: torch.Tensor) -> None:
         if not self.prompt_seen:  # generate hands over the (padded) prompt first
@@ -317,6 +321,8 @@ class BatchStreamer(BaseStreamer):
                 self._close(row, "stop")
                 continue
             row.tokens += 1
+            if self.scores is not None and row.request.result.logprobs is not None:
+                row.request.result.logprobs.append(self.scores.of(i, token))
             row.text.put(value[i : i + 1])
             if token in self.eos:
                 self._close(row, "stop")
@@ -332,6 +338,21 @@ class BatchStreamer(BaseStreamer):
         row.closed = True
         row.text.end()  # flushes text held back for a word or a character to complete
         row.request.finish(row.tokens, reason)
+
+
+class StepLogprobs(LogitsProcessor):
+    """Keeps the last step's log-softmax (it runs just before the step's token is chosen,
+    so the streamer can read the chosen token's log-probability); scores pass unchanged."""
+
+    def __init__(self) -> None:
+        self.last: torch.Tensor | None = None
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        self.last = torch.log_softmax(scores.float(), dim=-1)
+        return scores
+
+    def of(self, row: int, token: int) -> float:
+        return float(self.last[row, token]) if self.last is not None else float("nan")
 
 
 class RowStops(StoppingCriteria):

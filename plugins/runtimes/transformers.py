@@ -137,6 +137,8 @@ class TransformersGenerator(Generator):
     decodes.
     """
 
+    gives_logprobs = True
+
     def __init__(self, name: str, model: Any, tokenizer: Any, plan: Plan, device: Device) -> None:
         from hwkit.plugins.runtimes.batching import Batcher
 
@@ -184,7 +186,7 @@ class TransformersGenerator(Generator):
         """One ``generate`` over ``requests`` (same sampling settings), left-padded; each
         row streamed to its request. Returns the decoding steps run."""
         import torch
-        from transformers import StoppingCriteriaList
+        from transformers import LogitsProcessorList, StoppingCriteriaList
 
         from hwkit.plugins.runtimes.batching import BatchStreamer, RowStops, left_pad
 
@@ -205,6 +207,8 @@ class TransformersGenerator(Generator):
             "streamer": streamer,
             "stopping_criteria": StoppingCriteriaList([RowStops(requests, int(ids.shape[1]))]),
         }
+        if streamer.scores is not None:
+            kwargs["logits_processor"] = LogitsProcessorList([streamer.scores])
         params = requests[0].params
         if params.temperature:
             kwargs.update(

@@ -30,6 +30,25 @@ def _models(specs: list[str]) -> dict[str, str]:
     return out
 
 
+def _rag(specs: list[str], models: dict[str, str]) -> dict[str, Path]:
+    """``NAME=INDEX`` or ``INDEX`` (for every served model) to a mapping, names checked."""
+    from hwkit.errors import UsageError
+
+    out: dict[str, Path] = {}
+    for spec in specs:
+        name, sep, index = spec.partition("=")
+        names = [name] if sep else list(models)
+        path = Path(index if sep else spec)
+        for n in names:
+            if n not in models:
+                raise UsageError(
+                    f"--rag {spec!r}: no served model is named {n!r}",
+                    hint=f"served: {', '.join(models)}",
+                )
+            out[n] = path
+    return out
+
+
 def register(app: typer.Typer) -> None:
     @app.command("serve")
     def serve_cmd(
@@ -78,6 +97,13 @@ def register(app: typer.Typer) -> None:
         max_tokens: int = typer.Option(512, "--max-tokens", help="largest max_tokens accepted"),
         personas: Path | None = typer.Option(None, "--personas", help="TOML of [name] system=..."),
         persona: str | None = typer.Option(None, "--persona", help="default persona"),
+        rag: list[str] = typer.Option(
+            [],
+            "--rag",
+            help="NAME=INDEX (repeatable) or INDEX (every model): answer from an hwkit index, "
+            "with citations",
+        ),
+        rag_k: int = typer.Option(3, "--rag-k", help="passages per answer for RAG models"),
     ) -> None:
         """Serve models over an OpenAI-compatible HTTP API (/v1/chat/completions)."""
         from pydantic import ValidationError
@@ -107,6 +133,8 @@ def register(app: typer.Typer) -> None:
                 max_tokens_limit=max_tokens,
                 personas_file=personas,
                 default_persona=persona,
+                rag=_rag(rag, _models(model)),
+                rag_k=rag_k,
             )
         except ValidationError as exc:
             first = exc.errors()[0]
@@ -115,6 +143,10 @@ def register(app: typer.Typer) -> None:
             raise UsageError(f"hwkit serve {flag}: {first['msg']}") from None
         check_bind(config)
         check_sources(config.models)
+        for index in config.rag.values():
+            from hwkit.plugins.retrievers.store import read_manifest
+
+            read_manifest(index, verify=False)  # one line when it is not an index
         serve(config, current())
 
     @app.command("chat")

@@ -59,6 +59,10 @@ class ServeConfig(BaseModel):
     default_max_tokens: int = Field(128, ge=1)
     personas_file: Path | None = None
     default_persona: str | None = None
+    rag: dict[str, Path] = Field(
+        default_factory=dict, description="served name -> index directory it answers from"
+    )
+    rag_k: int = Field(3, ge=1, le=20, description="passages per answer for RAG models")
 
 
 def check_bind(config: ServeConfig) -> None:

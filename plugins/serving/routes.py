@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Callable
 
     from hwkit.inference import Generator
+    from hwkit.plugins.rag.chat import RagChat
+    from hwkit.retriever import Document
     from hwkit.runtime import Runtime
 
 SESSION_HEADER = "x-session-id"
@@ -64,6 +66,15 @@ class ServerState:
         # model's concurrent requests go to its batcher together
         self.workers = threading.BoundedSemaphore(config.workers)
         self.created = int(time.time())
+        self.rag: dict[str, RagChat] = {}
+        if config.rag:
+            from hwkit.plugins.rag.chat import RagChat
+
+            opened: dict[Any, RagChat] = {}  # one load per index shared by several models
+            for name, index in config.rag.items():
+                if index not in opened:
+                    opened[index] = RagChat.open(index, k=config.rag_k, runtime=runtime)
+                self.rag[name] = opened[index]
 
     def enter(self) -> None:
         """Admit one request, or 429 when ``max_queue`` are already queued or running."""
@@ -275,6 +286,21 @@ def create_app(config: ServeConfig, runtime: Runtime) -> FastAPI:
         if req.model not in state.pool.names():
             raise _not_served(state, req.model)
         messages, session, new = conversation(state, req, request)
+        rag = state.rag.get(req.model)
+        passages: list[Document] = []
+        if rag is not None:
+            try:
+                messages, passages = await anyio.to_thread.run_sync(rag.prompt, messages)
+            except UsageError as exc:
+                raise ApiError(400, exc.one_line(), param="messages") from exc
+
+        def citations(text: str) -> dict[str, Any]:
+            """The ``citations`` extension field of a RAG model's reply (none otherwise)."""
+            if rag is None:
+                return {}
+            from hwkit.plugins.rag.chat import cited
+
+            return {"citations": cited(text, passages)}
 
         def remember(text: str) -> None:
             if session:
@@ -317,6 +343,7 @@ def create_app(config: ServeConfig, runtime: Runtime) -> FastAPI:
                     on_complete=remember,
                     on_close=give_back,
                     usage=bool(req.stream_options and req.stream_options.include_usage),
+                    final=citations,
                 )
                 handed_over = True
                 return ClosingStream(
@@ -354,6 +381,7 @@ def create_app(config: ServeConfig, runtime: Runtime) -> FastAPI:
                 "completion_tokens": completion.completion_tokens,
                 "total_tokens": completion.prompt_tokens + completion.completion_tokens,
             },
+            **citations(completion.text),
         }
 
     return app

@@ -76,6 +76,7 @@ async def chat_events(
     on_complete: Callable[[str], None],
     on_close: Callable[[], None],
     usage: bool = False,
+    final: Callable[[str], dict[str, Any]] | None = None,
 ) -> AsyncGenerator[str, None]:
     """A role chunk, a content chunk per text piece, a finish chunk, then ``data: [DONE]``.
 
@@ -85,13 +86,16 @@ async def chat_events(
     runs after a stream that finished (the session remembers it); ``on_close()`` always
     runs last, also when the stream is closed early (the queue slot and the model are given
     back, after the generator's iterator is closed: its row stops). An error while
-    generating becomes one OpenAI-style error event.
+    generating becomes one OpenAI-style error event. ``final(text)`` gives extension fields
+    for the finish chunk (a RAG model's ``citations``).
     """
     import anyio
 
     from hwkit.inference import StreamResult
 
-    def chunk(delta: dict[str, Any], finish: str | None = None) -> str:
+    def chunk(
+        delta: dict[str, Any], finish: str | None = None, extra: dict[str, Any] | None = None
+    ) -> str:
         return _event(
             {
                 "id": cid,
@@ -101,6 +105,7 @@ async def chat_events(
                 "choices": [
                     {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
                 ],
+                **(extra or {}),
             }
         )
 
@@ -124,7 +129,7 @@ async def chat_events(
             error = {"message": exc.one_line(), "type": "server_error", "code": None}
             yield _event({"error": {**error, "param": None}})
             return
-        yield chunk({}, result.finish_reason)
+        yield chunk({}, result.finish_reason, final("".join(pieces)) if final else None)
         if usage:
             tokens = prompt.prompt_tokens, result.completion_tokens
             yield _event(

@@ -259,3 +259,30 @@ def test_close_ends_the_scheduler_and_fails_what_waits(tiny: Path) -> None:
     assert not thread.is_alive() and generator.model is None
     with pytest.raises(UsageError, match=r"is closed"):
         generator.generate(hi, GenerationParams(2))
+
+
+def test_logprobs_are_the_models_own_for_each_chosen_token(
+    batched: TransformersGenerator,
+) -> None:
+    """What adaptive retrieval reads: per new token, log p(token | prefix), as a forward
+    pass over prompt + reply gives it; a request without ``logprobs`` gets None."""
+    import torch
+
+    from hwkit.inference import StreamResult
+
+    prompt = batched.prompt([{"role": "user", "content": "Name a colour."}], 6)
+    result = StreamResult()
+    text = "".join(batched.stream(prompt, GenerationParams(6, logprobs=True), result))
+    assert result.logprobs is not None and len(result.logprobs) == result.completion_tokens
+    new = batched.tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
+    ids = torch.cat([prompt.ids, new], dim=1)
+    with torch.inference_mode():
+        logits = batched.model(ids.to(batched.device.torch_device())).logits.float()
+    n = int(prompt.ids.shape[1])
+    want = torch.log_softmax(logits[0, n - 1 : -1], dim=-1).gather(1, new[0][:, None])[:, 0]
+    k = min(len(want), len(result.logprobs))  # re-tokenising the text may merge the EOS
+    assert result.logprobs[:k] == pytest.approx(want[:k].tolist(), abs=1e-3)
+    assert all(x <= 0 for x in result.logprobs)
+    plain = StreamResult()
+    "".join(batched.stream(prompt, GenerationParams(6), plain))
+    assert plain.logprobs is None and batched.gives_logprobs
