@@ -86,8 +86,9 @@ async def chat_events(
     runs after a stream that finished (the session remembers it); ``on_close()`` always
     runs last, also when the stream is closed early (the queue slot and the model are given
     back, after the generator's iterator is closed: its row stops). An error while
-    generating becomes one OpenAI-style error event. ``final(text)`` gives extension fields
-    for the finish chunk (a RAG model's ``citations``).
+    generating becomes one OpenAI-style error event (one that is not hwkit's own is also
+    logged). ``final(text)`` gives extension fields for the finish chunk (a RAG model's
+    ``citations``).
     """
     import anyio
 
@@ -125,8 +126,13 @@ async def chat_events(
             async for piece in _pumped(it, abandon):
                 pieces.append(piece)
                 yield chunk({"content": piece})
-        except HwkitError as exc:
-            error = {"message": exc.one_line(), "type": "server_error", "code": None}
+        except Exception as exc:  # the stream ends with the error; the server stays up
+            message = exc.one_line() if isinstance(exc, HwkitError) else f"generation failed: {exc}"
+            if not isinstance(exc, HwkitError):
+                from hwkit.log import get_logger
+
+                get_logger(__name__).error("serve.generation_failed", model=model, error=repr(exc))
+            error = {"message": message, "type": "server_error", "code": None}
             yield _event({"error": {**error, "param": None}})
             return
         yield chunk({}, result.finish_reason, final("".join(pieces)) if final else None)

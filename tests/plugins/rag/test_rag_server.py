@@ -105,3 +105,30 @@ def test_rag_for_an_unknown_model_or_index_stops_the_server_before_it_listens(
     config = ServeConfig(models={"smol": "smollm2-135m-instruct"}, rag={"smol": tmp_path})
     with pytest.raises(Exception, match=str(tmp_path)):
         create_app(config, mock_runtime("cpu"))
+
+
+def test_a_generator_failing_mid_stream_ends_that_stream_only(
+    server: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import httpx2 as httpx
+
+    state = server["state"]
+    generator = state.pool.get("rag")
+
+    def failing(prompt: Any, params: Any, result: Any = None) -> Iterator[str]:
+        yield "Half"
+        raise RuntimeError("device lost")
+
+    monkeypatch.setattr(generator, "stream", failing)
+    base = str(server["client"].base_url).rstrip("/")
+    body = {"model": "rag", "stream": True, "messages": [{"role": "user", "content": "Who?"}]}
+    with httpx.stream("POST", base + "/chat/completions", json=body, timeout=120) as r:
+        lines = [ln for ln in r.iter_lines() if ln.startswith("data: ")]
+    assert '"content": "Half"' in lines[1]
+    assert lines[-1].startswith('data: {"error": {"message": "generation failed: device lost"')
+    monkeypatch.undo()
+    ok = server["client"].chat.completions.create(
+        model="rag", messages=[{"role": "user", "content": "Who won?"}], max_tokens=4
+    )
+    assert ok.choices[0].message.content
+    assert httpx.get(base.removesuffix("/v1") + "/health").json()["queue"] == 0
