@@ -6,11 +6,17 @@
     python bench/retrieval_scifact.py --index /tmp/sf_idx   # reuse (or create) a saved index
     python bench/retrieval_scifact.py --index /tmp/sf_idx --tune-only   # only the alpha sweep
     python bench/retrieval_scifact.py --tune-bm25           # k1/b grid on TRAIN
+    python bench/retrieval_scifact.py --rerank RUN --rerank-only   # bm25 vs bm25 -> RUN
+    python bench/retrieval_scifact.py --data ../shared/data/squad-open --rerank RUN \
+        --rerank-only --rerank-top 20 --queries 300 --metrics recall@1,recall@5
 
-Prints nDCG@10 / Recall@100 / MRR@10 and per-query search latency (p50/p95, query
-embedding included) for bm25 (ours: stemming + stopwords), plain bm25s (its default
-tokenizer, no stemming), bm25+RM3, dense, hybrid (convex) and hybrid (RRF), and the
-index build/save/load times. Tuning uses only the train qrels.
+Prints nDCG@10 / Recall@100 / MRR@10 (or ``--metrics``, computed by ranx) and per-query
+search latency (p50/p95, query embedding and reranking included) for bm25 (ours: stemming +
+stopwords), plain bm25s (its default tokenizer, no stemming), bm25+RM3, dense, hybrid
+(convex) and hybrid (RRF), with ``--rerank`` BM25 -> a cross-encoder (a model directory or
+a ``hwkit train cross-encoder`` run) over BM25's top ``--rerank-top``, and the index
+build/save/load times. ``--rerank-only`` runs only the bm25 and rerank rows (no embedder).
+``--queries N`` scores a seeded sample of N judged queries. Tuning uses only the train qrels.
 """
 
 from __future__ import annotations
@@ -92,23 +98,69 @@ class PlainBM25s(Retriever):
         raise NotImplementedError
 
 
-def row(name: str, retriever: Retriever, data: Any, build_s: float | None) -> dict[str, Any]:
-    res = evaluate_retriever(retriever, data.queries, data.qrels, k=100)
+METRICS = ("ndcg@10", "recall@100", "mrr@10")
+LABELS = {"ndcg@10": "nDCG@10", "recall@100": "R@100", "mrr@10": "MRR@10"}
+
+
+def header(metrics: Sequence[str]) -> str:
+    names = "".join(f"{LABELS.get(m, m):<9}" for m in metrics)
+    return f"\n{'retriever':<26} {names}p50 ms   p95 ms  build s"
+
+
+def row(
+    name: str,
+    retriever: Retriever,
+    data: Any,
+    build_s: float | None,
+    metrics: Sequence[str] = METRICS,
+    k: int = 100,
+) -> dict[str, Any]:
+    res = evaluate_retriever(retriever, data.queries, data.qrels, k=k)
+    scores = res.metrics if tuple(metrics) == METRICS else score_run(data.qrels, res.run, metrics)
     out = {
         "retriever": name,
-        **res.metrics,
+        **scores,
+        "queries": res.queries,
         "p50_ms": res.latency_ms["p50"],
         "p95_ms": res.latency_ms["p95"],
     }
     out["build_s"] = build_s
     print(
-        f"{name:<26} {res.metrics['ndcg@10']:.4f}   {res.metrics['recall@100']:.4f}   "
-        f"{res.metrics['mrr@10']:.4f}   "
-        f"{res.latency_ms['p50']:7.2f}  {res.latency_ms['p95']:7.2f}  "
+        f"{name:<26} "
+        + "".join(f"{scores[m]:.4f}   " for m in metrics)
+        + f"{res.latency_ms['p50']:7.2f}  {res.latency_ms['p95']:7.2f}  "
         + (f"{build_s:7.1f}" if build_s is not None else "      -"),
         flush=True,
     )
     return out
+
+
+def sample_queries(data: Any, n: int | None, seed: int = 0) -> Any:
+    """``data`` judged on a seeded sample of ``n`` of its queries (all when None)."""
+    if n is None or n >= len(data.qrels):
+        return data
+    ids = list(data.qrels)
+    keep = set(np.random.default_rng(seed).choice(len(ids), size=n, replace=False).tolist())
+    data.qrels = {q: data.qrels[q] for i, q in enumerate(ids) if i in keep}
+    return data
+
+
+def rerank_rows(
+    bm25: BM25Retriever, data: Any, run: Path, top: int, metrics: Sequence[str]
+) -> list[dict[str, Any]]:
+    """BM25 -> the cross-encoder at ``run`` over BM25's top ``top``, planned on this machine's
+    runtime (device, dtype, micro-batch)."""
+    from hwkit.plugins.retrievers.rerank import RerankRetriever
+
+    reranker = RerankRetriever(run, first_stage=bm25, top_n=top, runtime=current())
+    t0 = time.perf_counter()
+    # search(k) reranks max(k, top_n) candidates: ask for ``top`` so exactly those are scored
+    out = row(f"bm25 -> rerank top {top}", reranker, data, None, metrics, k=top)
+    out["model"] = str(reranker.model_path)
+    out["wall_s"] = time.perf_counter() - t0
+    if reranker.plan is not None:
+        out["plan"] = {"device": reranker.plan.device, "dtype": reranker.plan.dtype}
+    return [out]
 
 
 def tune_alpha(hybrid: HybridRetriever, data_dir: Path) -> tuple[float, list[dict[str, Any]]]:
@@ -221,7 +273,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tune-bm25", action="store_true", help="k1/b grid on TRAIN, then exit")
     ap.add_argument("--alpha", type=float, default=None, help="override the hybrid alpha")
     ap.add_argument("--json", type=Path, default=None, help="write the rows as JSON here")
+    ap.add_argument(
+        "--rerank", type=Path, default=None, help="cross-encoder directory or training run"
+    )
+    ap.add_argument("--rerank-top", type=int, default=100, help="BM25 hits the reranker sees")
+    ap.add_argument(
+        "--rerank-only", action="store_true", help="only the bm25 and bm25 -> rerank rows"
+    )
+    ap.add_argument("--split", default="test", help="qrels split to evaluate on")
+    ap.add_argument("--queries", type=int, default=None, help="a seeded sample of N queries")
+    ap.add_argument("--metrics", default=",".join(METRICS), help="ranx metrics, comma-separated")
     args = ap.parse_args(argv)
+    metrics = tuple(m.strip() for m in args.metrics.split(",") if m.strip())
 
     import torch
 
@@ -230,12 +293,25 @@ def main(argv: list[str] | None = None) -> int:
         if args.json:
             args.json.write_text(json.dumps({"bm25_tuning": table}, indent=2))
         return 0
-    data = load_beir(args.data, "test")
+    data = sample_queries(load_beir(args.data, args.split), args.queries)
     print(
-        f"SciFact: {len(data.corpus)} docs, {len(data.qrels)} test queries; "
+        f"{args.data.name}: {len(data.corpus)} docs, {len(data.qrels)} {args.split} queries; "
         f"torch threads {torch.get_num_threads()}, "
         f"cpus {os.cpu_count()}, load avg {os.getloadavg()[0]:.1f}"
     )
+    if args.rerank_only:
+        if args.rerank is None:
+            ap.error("--rerank-only needs --rerank RUN_DIR")
+        print(header(metrics))
+        t0 = time.perf_counter()
+        bm25 = BM25Retriever()
+        bm25.index(data.corpus)
+        rows = [row("bm25 (hwkit)", bm25, data, time.perf_counter() - t0, metrics)]
+        rows += rerank_rows(bm25, data, args.rerank, args.rerank_top, metrics)
+        print(f"load avg at the end {os.getloadavg()[0]:.1f}")
+        if args.json:
+            args.json.write_text(json.dumps({"rows": rows}, indent=2))
+        return 0
     # As `hwkit index build --int8` does: full INT8 calibrates on a sample of the corpus.
     options = int8_options(args.int8, data.corpus) if args.int8 else {}
     # Built by the core on this machine's runtime: the device and dtype its plan chose.
@@ -273,23 +349,25 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     rows = []
-    print(f"\n{'retriever':<26} nDCG@10  R@100    MRR@10   p50 ms   p95 ms  build s")
+    print(header(metrics))
     t0 = time.perf_counter()
     bm25 = BM25Retriever()
     bm25.index(data.corpus)
-    rows.append(row("bm25 (hwkit)", bm25, data, time.perf_counter() - t0))
+    rows.append(row("bm25 (hwkit)", bm25, data, time.perf_counter() - t0, metrics))
     t0 = time.perf_counter()
     plain = PlainBM25s()
     plain.index(data.corpus)
-    rows.append(row("bm25s plain (no stemmer)", plain, data, time.perf_counter() - t0))
+    rows.append(row("bm25s plain (no stemmer)", plain, data, time.perf_counter() - t0, metrics))
     rm3 = BM25Retriever(rm3=True)
     rm3.docs, rm3._bm25, rm3._doc_tokens = bm25.docs, bm25._bm25, bm25._doc_tokens
-    rows.append(row("bm25 + RM3", rm3, data, None))
-    rows.append(row(f"dense {embedder.name}", hybrid.dense, data, None))
-    rows.append(row(f"hybrid convex a={hybrid.alpha:.2f}", hybrid, data, hybrid_build))
+    rows.append(row("bm25 + RM3", rm3, data, None, metrics))
+    rows.append(row(f"dense {embedder.name}", hybrid.dense, data, None, metrics))
+    rows.append(row(f"hybrid convex a={hybrid.alpha:.2f}", hybrid, data, hybrid_build, metrics))
     hybrid.fusion = "rrf"
-    rows.append(row(f"hybrid rrf k={hybrid.rrf_k:g}", hybrid, data, None))
+    rows.append(row(f"hybrid rrf k={hybrid.rrf_k:g}", hybrid, data, None, metrics))
     hybrid.fusion = "convex"
+    if args.rerank is not None:
+        rows += rerank_rows(bm25, data, args.rerank, args.rerank_top, metrics)
 
     if args.finetuned is not None:
         ft_emb = make_embedder(args.embedder, args.finetuned, runtime=current(), **options)
@@ -297,8 +375,8 @@ def main(argv: list[str] | None = None) -> int:
         ft = HybridRetriever(ft_emb, alpha=hybrid.alpha)
         ft.index(data.corpus)
         ft_build = time.perf_counter() - t0
-        rows.append(row("dense fine-tuned", ft.dense, data, None))
-        rows.append(row(f"hybrid fine-tuned a={ft.alpha:.2f}", ft, data, ft_build))
+        rows.append(row("dense fine-tuned", ft.dense, data, None, metrics))
+        rows.append(row(f"hybrid fine-tuned a={ft.alpha:.2f}", ft, data, ft_build, metrics))
 
     print("\nbuild:", ", ".join(f"{k}={v:.1f}" for k, v in build.items()))
     result: dict[str, Any] = {"rows": rows, "build": build}

@@ -10,7 +10,9 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-JobKind = Literal["sft", "dpo", "full", "embed", "generate", "rerank", "embedder-train"]
+JobKind = Literal[
+    "sft", "dpo", "full", "embed", "generate", "rerank", "embedder-train", "cross-encoder-train"
+]
 
 
 class MemoryEstimate(BaseModel):

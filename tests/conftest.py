@@ -41,3 +41,16 @@ def _no_profile_override(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("HWKIT_PROFILE", raising=False)
     monkeypatch.delenv("HWKIT_DISABLE_PLUGINS", raising=False)
     set_current(Runtime(current().plugins))
+
+
+@pytest.fixture(scope="session")
+def tiny_cross_encoder(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A ``hwkit train cross-encoder`` run directory: a few steps on a SciFact slice
+    (tests/cross_encoder_kit.py), trained once per session; its ``model/`` is a weak but
+    real reranker."""
+    from tests.cross_encoder_kit import scifact_slice, train_tiny
+
+    data = scifact_slice(shared_data / "scifact", tmp_path_factory.mktemp("scifact-slice"))
+    out = tmp_path_factory.mktemp("cross-encoder") / "run"
+    train_tiny(data, out)
+    return out

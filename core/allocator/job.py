@@ -11,7 +11,9 @@ from hwkit.plan import JobKind
 
 Quantization = Literal["auto", "none", "nf4", "int8", "int4"]
 
-TRAINING_KINDS = frozenset({"sft", "dpo", "full", "embedder-train"})
+TRAINING_KINDS = frozenset({"sft", "dpo", "full", "embedder-train", "cross-encoder-train"})
+# Jobs that train every weight of the model (no adapters, no quantised base).
+FULL_KINDS = frozenset({"full", "embedder-train", "cross-encoder-train"})
 LORA_KINDS = frozenset({"sft", "dpo"})
 
 
@@ -20,7 +22,8 @@ class Job:
     """One workload. ``None`` settings (micro-batch, checkpointing) are the allocator's to choose.
 
     ``effective_batch`` counts examples per optimizer step (DPO: preference pairs, each a
-    chosen and a rejected row; embedder training: (anchor, positive) pairs).
+    chosen and a rejected row; embedder training: (anchor, positive) pairs; cross-encoder
+    training: (query, document) pairs, a query's positive and hard negatives together).
     For ``generate`` ``seq_len`` is prompt plus new tokens and ``effective_batch`` the
     number of sequences decoded together; for ``embed`` and ``rerank`` the texts (or query,
     passage pairs) encoded at once. ``runtimes`` are the inference runtimes that can run the
@@ -86,7 +89,7 @@ class Job:
                 f"{self.kind} cannot train on int4 weights (an inference format)",
                 hint="use quantization 'nf4' (QLoRA) to train on 4-bit weights",
             )
-        if self.kind in {"full", "embedder-train"} and self.quantization in ("nf4", "int8"):
+        if self.kind in FULL_KINDS and self.quantization in ("nf4", "int8"):
             raise UsageError(
                 f"{self.kind} trains every weight and cannot use {self.quantization} weights",
                 hint="use quantization 'none', or 'sft' (QLoRA) for a 4-bit base",
@@ -95,7 +98,7 @@ class Job:
             raise UsageError(
                 f"{self.model.name} is an encoder ({self.model.model_type}); "
                 f"it cannot run {self.kind}",
-                hint="use it for 'embed', 'rerank' or 'embedder-train'",
+                hint="use it for 'embed', 'rerank', 'embedder-train' or 'cross-encoder-train'",
             )
 
     @property

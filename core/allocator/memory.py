@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from hwkit.allocator.job import Job
+from hwkit.allocator.job import FULL_KINDS, Job
 from hwkit.allocator.spec import ModelSpec
 from hwkit.device import MemoryTraits
 from hwkit.plan import MemoryEstimate
@@ -113,7 +113,7 @@ def estimate(job: Job, settings: Settings) -> MemoryEstimate:
         if settings.quantization in QUANT_BYTES:
             # each matmul dequantises its weight: the largest matrix, transiently
             parts["overhead"] += spec.largest_matrix * dtype_b
-    elif job.kind in ("full", "embedder-train"):
+    elif job.kind in FULL_KINDS:
         # fp16 training keeps float32 master weights (GradScaler cannot unscale fp16
         # gradients); bf16 and fp32 train in their own dtype.
         master = settings.dtype == "float16"
@@ -143,7 +143,8 @@ def estimate(job: Job, settings: Settings) -> MemoryEstimate:
             if job.kind == "dpo":
                 logit_b += 4  # log-probs of the shifted slice: its gradient is one more copy
             parts["logits"] = int(tokens * spec.vocab * logit_b)
-        else:  # pooled embeddings and the in-batch similarity matrix
+        else:  # pooled embeddings and the in-batch similarity matrix (a cross-encoder's
+            # one logit per pair is less: counted the same, an over-estimate)
             parts["logits"] = rows * spec.hidden * 4 * 3 + rows * rows * 4 * 3
     else:
         # inference: one block's transient tensors at a time, no saved activations

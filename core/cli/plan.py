@@ -14,7 +14,16 @@ if TYPE_CHECKING:
     from hwkit.allocator.job import Quantization
     from hwkit.plan import JobKind, Plan
 
-KINDS = ("sft", "dpo", "full", "embed", "generate", "rerank", "embedder-train")
+KINDS = (
+    "sft",
+    "dpo",
+    "full",
+    "embed",
+    "generate",
+    "rerank",
+    "embedder-train",
+    "cross-encoder-train",
+)
 
 
 def _gb(n: int) -> str:

@@ -209,10 +209,7 @@ def evaluate(
 def register(app: typer.Typer) -> None:
     rag_app.command("ask")(ask)
     rag_app.command("eval")(evaluate)
-    try:  # the reader-data command, when its module is present
-        from hwkit.plugins.rag.reader_data import register_reader_data
-    except ImportError:
-        pass
-    else:
-        register_reader_data(rag_app)
+    from hwkit.plugins.rag.reader_data import register_reader_data
+
+    register_reader_data(rag_app)
     app.add_typer(rag_app, name="rag")

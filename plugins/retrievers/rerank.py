@@ -30,6 +30,16 @@ if TYPE_CHECKING:
     from hwkit.runtime import Runtime
 
 RERANK_MODEL_ENV = "HWKIT_RERANK_MODEL"
+RUN_MODEL = "model"  # where a cross-encoder trainer's run directory keeps the model
+
+
+def cross_encoder_dir(model: str | Path) -> Path:
+    """``model``, or ``model/model`` when ``model`` is a ``hwkit train cross-encoder`` run
+    directory (it has no config.json of its own, its ``model/`` has)."""
+    path = Path(model).expanduser()
+    if not (path / "config.json").is_file() and (path / RUN_MODEL / "config.json").is_file():
+        return path / RUN_MODEL
+    return path
 
 
 def first_stage_class(name: str, runtime: Runtime | None = None) -> type[StoredRetriever]:
@@ -48,9 +58,10 @@ def first_stage_class(name: str, runtime: Runtime | None = None) -> type[StoredR
 class RerankRetriever(StoredRetriever):
     """First stage (BM25 by default) then a cross-encoder scores (query, document) pairs.
 
-    ``device``: a device the caller was handed (the conformance kit's mock device); the
-    model then runs there in float32. Without one the model goes where its ``rerank``
-    plan on ``runtime`` (default: the process's) puts it.
+    ``model``: a sequence-classification directory, or a ``hwkit train cross-encoder`` run
+    directory (its ``model/``). ``device``: a device the caller was handed (the conformance
+    kit's mock device); the model then runs there in float32. Without one the model goes
+    where its ``rerank`` plan on ``runtime`` (default: the process's) puts it.
     """
 
     name = "rerank"
@@ -67,11 +78,12 @@ class RerankRetriever(StoredRetriever):
         device: Device | None = None,
         runtime: Runtime | None = None,
     ) -> None:
-        self.model_path = Path(model)
+        self.model_path = cross_encoder_dir(model)
         if not (self.model_path / "config.json").is_file():
             raise NotFoundError(
                 f"cross-encoder model directory not found: {self.model_path}",
-                hint="pass a local sequence-classification model directory",
+                hint="pass a local sequence-classification model directory or a "
+                "`hwkit train cross-encoder` run directory",
             )
         if top_n < 1:
             raise UsageError(f"top_n must be >= 1, got {top_n}")
@@ -89,12 +101,13 @@ class RerankRetriever(StoredRetriever):
 
     conformance_unavailable = (
         "no cross-encoder model on this machine; set HWKIT_RERANK_MODEL to a local "
-        "sequence-classification model directory"
+        "sequence-classification model directory or a `hwkit train cross-encoder` run"
     )
 
     @classmethod
     def conformance_instance(cls, device: Device) -> RerankRetriever | None:
-        """For hwkit's conformance kit: a reranker over BM25 with ``$HWKIT_RERANK_MODEL``."""
+        """For hwkit's conformance kit: a reranker over BM25 with ``$HWKIT_RERANK_MODEL`` (a
+        model directory or a cross-encoder run directory)."""
         model = os.environ.get(RERANK_MODEL_ENV)
         return cls(model, device=device) if model else None
 

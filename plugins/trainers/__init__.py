@@ -1,4 +1,4 @@
-"""Built-in trainers (sft, dpo, embedder) and the ``hwkit train``, ``hwkit eval`` and
+"""Built-in trainers (sft, dpo, embedder, cross-encoder) and the ``hwkit train``, ``hwkit eval`` and
 ``hwkit quickstart`` commands, registered through the same ``hwkit`` entry point a third
 party uses.
 
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 @hookimpl
 def hwkit_register_trainers(register: Register[type[Trainer]]) -> None:
+    from hwkit.plugins.trainers.cross_encoder import CrossEncoderTrainer
     from hwkit.plugins.trainers.dpo import DPOTrainerPlugin
     from hwkit.plugins.trainers.embedder import EmbedderTrainer
     from hwkit.plugins.trainers.sft import SFTTrainerPlugin
@@ -27,6 +28,7 @@ def hwkit_register_trainers(register: Register[type[Trainer]]) -> None:
     register(SFTTrainerPlugin)
     register(DPOTrainerPlugin)
     register(EmbedderTrainer)
+    register(CrossEncoderTrainer)
 
 
 @hookimpl

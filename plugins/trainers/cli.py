@@ -27,6 +27,9 @@ def train(
     profile: str | None = typer.Option(None, "--profile", help="Hardware profile name or TOML."),
     out: Path | None = typer.Option(None, "--out", help="Override the config's output_dir."),
     max_steps: int | None = typer.Option(None, "--max-steps", help="Override max_steps."),
+    eval_queries: int | None = typer.Option(
+        None, "--eval-queries", help="Override eval_queries (cross-encoder: held-out queries)."
+    ),
     json_output: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Train with a registered trainer under the allocator's plan."""
@@ -39,6 +42,7 @@ def train(
             profile=profile,
             out=out,
             max_steps=max_steps,
+            eval_queries=eval_queries,
         )
         return
     from hwkit.jobs import train as run_training
@@ -53,6 +57,8 @@ def train(
         overrides["output_dir"] = str(out)
     if max_steps is not None:
         overrides["max_steps"] = max_steps
+    if eval_queries is not None:
+        overrides["eval_queries"] = eval_queries
     cfg = load_config(trainer_cls.config_model, config, overrides=overrides)
     result = run_training(trainer_cls(), cfg, runtime=runtime, resume=resume)
     if world()[0] != 0:
@@ -74,7 +80,17 @@ def train(
     table.add_column("metric")
     table.add_column("value", justify="right")
     table.add_row("optimizer steps", str(result.steps))
-    for key in ("train_loss", "eval_loss", "train_runtime", "eval_rewards/accuracies"):
+    shown = (
+        "train_loss",
+        "eval_loss",
+        "train_runtime",
+        "eval_rewards/accuracies",
+        "eval_ndcg@10_bm25",  # cross-encoder: BM25 alone on the held-out queries
+        "eval_ndcg@10",  # cross-encoder: BM25 -> rerank
+        "train_loss_last",
+        "train_seconds",
+    )
+    for key in shown:
         if key in result.metrics:
             table.add_row(key, f"{result.metrics[key]:.4f}")
     Console().print(table)
@@ -89,6 +105,7 @@ def _launch(
     profile: str | None,
     out: Path | None,
     max_steps: int | None,
+    eval_queries: int | None = None,
 ) -> None:
     """Re-run this command in ``nproc`` processes under torchrun (single node, standalone);
     the options travel on the command line, never through the environment."""
@@ -112,6 +129,8 @@ def _launch(
         cmd += ["--out", str(out)]
     if max_steps is not None:
         cmd += ["--max-steps", str(max_steps)]
+    if eval_queries is not None:
+        cmd += ["--eval-queries", str(eval_queries)]
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
     code = subprocess.call(cmd, env=env)

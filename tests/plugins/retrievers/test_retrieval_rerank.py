@@ -3,7 +3,9 @@
 No pretrained cross-encoder is available offline, so the model is all-MiniLM-L6-v2's
 encoder with a seeded, randomly initialised one-logit head, saved to a temp dir. The
 test checks the mechanics (candidates, order, persistence) against sentence-transformers'
-own CrossEncoder on the same directory, not ranking quality.
+own CrossEncoder on the same directory, not ranking quality. A cross-encoder trained by
+``hwkit train cross-encoder`` is tested in tests/plugins/trainers/test_cross_encoder_training.py
+and runs the conformance kit (tests/core/testing/test_conformance.py).
 """
 
 from __future__ import annotations
@@ -118,3 +120,18 @@ def test_the_cross_encoder_runs_where_its_rerank_plan_puts_it(
 def test_rerank_needs_a_model_directory(tmp_path: Path) -> None:
     with pytest.raises(NotFoundError, match="cross-encoder model directory not found"):
         RerankRetriever(tmp_path / "missing")
+
+
+def test_a_cross_encoder_training_run_directory_is_a_model(
+    tmp_path: Path, cross_encoder_dir: Path
+) -> None:
+    import shutil
+
+    run = tmp_path / "run"  # what `hwkit train cross-encoder` leaves: RUN/model/config.json
+    shutil.copytree(cross_encoder_dir, run / "model")
+    (run / "config.toml").write_text('loss = "bce"\n', encoding="utf-8")
+    rr = RerankRetriever(run)
+    assert rr.model_path == run / "model" and rr.options()["model"] == str(run / "model")
+    assert RerankRetriever(cross_encoder_dir).model_path == cross_encoder_dir
+    with pytest.raises(NotFoundError, match="hwkit train cross-encoder"):
+        RerankRetriever(tmp_path)  # neither a model nor a run
