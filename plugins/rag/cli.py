@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from hwkit.errors import UsageError
+
+if TYPE_CHECKING:
+    from hwkit.plugins.rag.pipeline import RagPipeline
 
 rag_app = typer.Typer(
     help="Answers from your documents: retrieval-augmented generation with self-reflection.",
@@ -22,10 +25,32 @@ rag_app = typer.Typer(
 DEFAULT_MODEL = "smollm2-135m-instruct"
 
 
-def _settings(**values: Any) -> Any:
+def _pipeline(o: dict[str, Any]) -> RagPipeline:
+    """The pipeline a command's options describe (the options shared by ask and eval)."""
+    from hwkit.plugins.rag.loading import open_pipeline
     from hwkit.plugins.rag.pipeline import RagSettings
 
-    return RagSettings(**values)
+    settings = RagSettings(
+        mode=o["mode"],
+        k=o["k"],
+        candidates=max(o["candidates"], o["k"]),
+        reflect=o["reflect"],
+        max_rounds=o["max_rounds"],
+        chain_of_thought=o["cot"],
+        max_new_tokens=o["max_tokens"],
+        confidence=o["confidence"],
+    )
+    return open_pipeline(
+        o["index"],
+        o["model"],
+        settings,
+        grader=o["grader"],
+        rerank_model=o["rerank_model"],
+        support=o["support"],
+        embedder_model=o["embedder_model"],
+        runtime_names=(o["runtime"],) if o["runtime"] else (),
+        device=o["device"],
+    )
 
 
 # Options shared by ask and eval (typer reads them from each command's signature).
@@ -73,29 +98,7 @@ def ask(
     json_output: bool = typer.Option(False, "--json", help="The answer and its trace as JSON."),
 ) -> None:
     """Answer a question from an index, with citations (passage ids and text) and a trace."""
-    from hwkit.plugins.rag.loading import open_pipeline
-
-    settings = _settings(
-        mode=mode,
-        k=k,
-        candidates=max(candidates, k),
-        reflect=reflect,
-        max_rounds=max_rounds,
-        chain_of_thought=cot,
-        max_new_tokens=max_tokens,
-        confidence=confidence,
-    )
-    pipeline = open_pipeline(
-        index,
-        model,
-        settings,
-        grader=grader,
-        rerank_model=rerank_model,
-        support=support,
-        embedder_model=embedder_model,
-        runtime_names=(runtime,) if runtime else (),
-        device=device,
-    )
+    pipeline = _pipeline(dict(locals()))
     try:
         answer = pipeline.ask(question)
     finally:
@@ -148,34 +151,15 @@ def evaluate(
     json_output: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Score answers on a QA set: EM, F1, citation precision, support, latency, recall."""
+    options = dict(locals())
     from hwkit.atomic import write_jsonl_atomic
     from hwkit.plugins.rag.evaluation import evaluate_rag, read_qa
-    from hwkit.plugins.rag.loading import open_pipeline
 
     items = read_qa(data, split, limit)
     if not items:
         raise UsageError(f"{data}: no questions in split {split!r}")
-    settings = _settings(
-        mode=mode,
-        k=k,
-        candidates=max(candidates, k),
-        reflect=reflect,
-        max_rounds=max_rounds,
-        chain_of_thought=cot,
-        max_new_tokens=max_tokens,
-        confidence=confidence,
-    )
-    pipeline = open_pipeline(
-        index,
-        model,
-        settings,
-        grader=grader,
-        rerank_model=rerank_model,
-        support=support,
-        embedder_model=embedder_model,
-        runtime_names=(runtime,) if runtime else (),
-        device=device,
-    )
+    pipeline = _pipeline(options)
+    settings = pipeline.settings
     records: list[dict[str, Any]] = []
     try:
         summary = evaluate_rag(

@@ -29,7 +29,7 @@ def passage_block(passages: Sequence[Document]) -> str:
     """``[1] Title: text`` lines, numbered from 1 in the given order."""
     lines = []
     for number, doc in enumerate(passages, start=1):
-        text = " ".join(doc.text.split())[:PASSAGE_CHARS]
+        text = _passage(doc)
         lines.append(f"[{number}] {doc.title}: {text}" if doc.title else f"[{number}] {text}")
     return "\n".join(lines)
 
@@ -53,52 +53,38 @@ def answer_target(answer: str, citation: int | None) -> str:
     return f"{answer.strip()} [{citation}]" if citation is not None else answer.strip()
 
 
+def _passage(passage: Document) -> str:
+    return " ".join(passage.text.split())[:PASSAGE_CHARS]
+
+
+def _ask(content: str) -> list[Message]:
+    return [{"role": "user", "content": content}]
+
+
 def relevance_messages(question: str, passage: Document) -> list[Message]:
-    return [
-        {
-            "role": "user",
-            "content": (
-                f"Passage: {' '.join(passage.text.split())[:PASSAGE_CHARS]}\n\n"
-                f"Question: {question.strip()}\n\n"
-                "Does the passage contain the answer to the question? Reply yes or no."
-            ),
-        }
-    ]
+    return _ask(
+        f"Passage: {_passage(passage)}\n\nQuestion: {question.strip()}\n\n"
+        "Does the passage contain the answer to the question? Reply yes or no."
+    )
 
 
 def support_messages(sentence: str, passage: Document) -> list[Message]:
-    return [
-        {
-            "role": "user",
-            "content": (
-                f"Passage: {' '.join(passage.text.split())[:PASSAGE_CHARS]}\n\n"
-                f"Statement: {sentence.strip()}\n\n"
-                "Is the statement supported by the passage? Reply yes or no."
-            ),
-        }
-    ]
+    return _ask(
+        f"Passage: {_passage(passage)}\n\nStatement: {sentence.strip()}\n\n"
+        "Is the statement supported by the passage? Reply yes or no."
+    )
 
 
 def utility_messages(question: str, answer: str) -> list[Message]:
-    return [
-        {
-            "role": "user",
-            "content": (
-                f"Question: {question.strip()}\nAnswer: {answer.strip()}\n\n"
-                "How useful is the answer to the question, from 1 (useless) to 5 (complete)? "
-                "Reply with one digit."
-            ),
-        }
-    ]
+    return _ask(
+        f"Question: {question.strip()}\nAnswer: {answer.strip()}\n\n"
+        "How useful is the answer to the question, from 1 (useless) to 5 (complete)? "
+        "Reply with one digit."
+    )
 
 
 def rewrite_messages(question: str) -> list[Message]:
-    return [
-        {
-            "role": "user",
-            "content": (
-                "Rewrite the question as a short search query with its key words.\n"
-                f"Question: {question.strip()}\nQuery:"
-            ),
-        }
-    ]
+    return _ask(
+        "Rewrite the question as a short search query with its key words.\n"
+        f"Question: {question.strip()}\nQuery:"
+    )

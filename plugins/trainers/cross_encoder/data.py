@@ -77,6 +77,7 @@ class Judged:
     data: BeirData
     positives: dict[str, list[str]]  # query id -> relevant ids present in the corpus
     skipped: list[str] = field(default_factory=list)  # judged, but no relevant doc in corpus
+    empty: list[str] = field(default_factory=list)  # judged, but the query text is empty
 
     @property
     def name(self) -> str:
@@ -90,6 +91,7 @@ class Judged:
             "queries_used": len(self.positives),
             "skipped_no_relevant_document": len(self.skipped),
             "skipped_ids": self.skipped[:MAX_NAMED],
+            "skipped_empty_query": len(self.empty),
             "corpus_rejects": len(self.data.rejects),
         }
 
@@ -123,21 +125,24 @@ def judged(source: BeirSource, *, seed: int, limit: int | None = None) -> Judged
     in_corpus = {d.id for d in data.corpus}
     positives: dict[str, list[str]] = {}
     skipped: list[str] = []
+    empty: list[str] = []
     for qid, docs in data.qrels.items():
         relevant = [d for d, score in docs.items() if score > 0]
         if not relevant:
             continue  # judged non-relevant only: not a query to learn from
         present = [d for d in relevant if d in in_corpus]
-        if present and data.queries[qid].strip():
-            positives[qid] = present
-        else:
+        if not present:
             skipped.append(qid)
+        elif not data.queries[qid].strip():
+            empty.append(qid)
+        else:
+            positives[qid] = present
     cap = limit if limit is not None else source.max_queries
     if cap is not None and cap < len(positives):
         ids = list(positives)
         keep = set(np.random.default_rng(seed).choice(len(ids), size=cap, replace=False).tolist())
         positives = {q: positives[q] for i, q in enumerate(ids) if i in keep}
-    found = Judged(source, data, positives, skipped)
+    found = Judged(source, data, positives, skipped, empty)
     if skipped:
         log.warning(
             "queries without a relevant document in the corpus were skipped",

@@ -23,6 +23,7 @@ from hwkit.plugins.rag.pipeline import RagPipeline, RagSettings
 from hwkit.plugins.rag.squad import exact_match, token_f1
 from hwkit.plugins.retrievers.bm25 import BM25Retriever
 from hwkit.retriever import Document
+from tests.plugins.rag.squad_index import squad_slice
 
 Reply = Callable[[list[Message]], str]
 
@@ -69,14 +70,7 @@ def squad(shared_data: Path) -> Path:
 @pytest.fixture(scope="module")
 def index(squad: Path) -> BM25Retriever:
     """BM25 over the paragraphs of the first 60 test questions' articles (a real slice)."""
-    from hwkit.plugins.retrievers.documents import read_corpus
-
-    docs, _ = read_corpus(squad / "corpus.jsonl")
-    gold = {d for qa in read_qa(squad, "test", 60) for d in qa.gold}
-    articles = {d.split("p")[0] for d in gold}
-    r = BM25Retriever()
-    r.index([d for d in docs if d.id.split("p")[0] in articles])
-    return r
+    return squad_slice(squad, 60)
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ import pytest
 from hwkit.plugins.rag.evaluation import read_qa
 from hwkit.plugins.rag.squad import exact_match, token_f1
 from tests.cli import run_hwkit
+from tests.plugins.rag.squad_index import saved_squad_slice
 
 pytest.importorskip("llama_cpp")
 
@@ -25,18 +26,8 @@ def model() -> str:
 
 @pytest.fixture(scope="module")
 def index(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """BM25 over the articles of the first five test questions, saved as an hwkit index."""
-    from hwkit.plugins.retrievers.bm25 import BM25Retriever
-    from hwkit.plugins.retrievers.documents import read_corpus
-
-    squad = shared_data / "squad-open"
-    docs, _ = read_corpus(squad / "corpus.jsonl")
-    articles = {d.split("p")[0] for qa in read_qa(squad, "test", 5) for d in qa.gold}
-    r = BM25Retriever()
-    r.index([d for d in docs if d.id.split("p")[0] in articles])
     path = tmp_path_factory.mktemp("rag") / "index"
-    r.save(path)
-    return path
+    return saved_squad_slice(shared_data / "squad-open", 5, path)
 
 
 def test_ask_answers_with_passages_and_a_trace(index: Path, model: str, shared_data: Path) -> None:

@@ -15,6 +15,7 @@ from hwkit.plugins.rag.evaluation import read_qa
 from hwkit.plugins.serving.config import ServeConfig
 from hwkit.plugins.serving.routes import create_app
 from hwkit.testing import mock_runtime
+from tests.plugins.rag.squad_index import saved_squad_slice
 from tests.plugins.serving.live_server import running
 
 pytest.importorskip("llama_cpp")
@@ -23,17 +24,8 @@ openai = pytest.importorskip("openai")
 
 @pytest.fixture(scope="module")
 def index(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from hwkit.plugins.retrievers.bm25 import BM25Retriever
-    from hwkit.plugins.retrievers.documents import read_corpus
-
-    squad = shared_data / "squad-open"
-    docs, _ = read_corpus(squad / "corpus.jsonl")
-    articles = {d.split("p")[0] for qa in read_qa(squad, "test", 3) for d in qa.gold}
-    r = BM25Retriever()
-    r.index([d for d in docs if d.id.split("p")[0] in articles])
     path = tmp_path_factory.mktemp("rag-serve") / "index"
-    r.save(path)
-    return path
+    return saved_squad_slice(shared_data / "squad-open", 3, path)
 
 
 @pytest.fixture(scope="module")
