@@ -4,8 +4,9 @@ Any local sequence-classification model directory works (one logit: that is the 
 two: the positive class's log-odds). Pairs longer than ``max_length`` tokens are
 truncated from the document side first. The cross-encoder is loaded through a ``rerank``
 plan (``hwkit.jobs.place``): on the planned device, in the planned dtype, scored in the
-planned micro-batches. No pretrained cross-encoder ships offline with hwkit, so no
-reranking quality figure is claimed (docs/retrieval.md).
+planned micro-batches. No pretrained cross-encoder ships offline with hwkit: ``hwkit train
+cross-encoder`` makes one (its run directory is accepted as the model); what a short run
+measures is in docs/retrieval.md.
 """
 
 from __future__ import annotations
