@@ -20,6 +20,7 @@ passage is the gold one), answers whose sentences are all supported, p50/p95 lat
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import subprocess
@@ -53,8 +54,14 @@ def index(kind: str) -> Path:
 
 
 def gguf(source: str, label: str) -> str:
-    """A q8_0 GGUF of ``source`` (a model name or a run), exported once by hwkit."""
-    out = _cache() / f"gguf-{label}"
+    """A q8_0 GGUF of ``source`` (a model name or a run), exported once by hwkit; a run
+    trained again since is exported again (the cache is keyed by its path and weights)."""
+    key = source
+    path = Path(source)
+    if path.exists():
+        stamps = [f"{p.name}:{p.stat().st_mtime_ns}" for p in sorted(path.glob("*.safetensors"))]
+        key = f"{path.resolve()}|{'|'.join(stamps)}"
+    out = _cache() / f"gguf-{label}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
     found = sorted(out.glob("*.gguf")) if out.is_dir() else []
     if not found:
         print(f"exporting {label} to GGUF q8_0 (once) ...", file=sys.stderr, flush=True)

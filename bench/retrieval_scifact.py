@@ -146,18 +146,59 @@ def sample_queries(data: Any, n: int | None, seed: int = 0) -> Any:
 
 
 def rerank_rows(
-    bm25: BM25Retriever, data: Any, run: Path, top: int, metrics: Sequence[str]
+    bm25: BM25Retriever,
+    data: Any,
+    run: Path,
+    top: int,
+    metrics: Sequence[str],
+    cache: Path | None = None,
 ) -> list[dict[str, Any]]:
     """BM25 -> the cross-encoder at ``run`` over BM25's top ``top``, planned on this machine's
-    runtime (device, dtype, micro-batch)."""
+    runtime (device, dtype, micro-batch). Each query's reranked hits are appended to
+    ``cache`` as they come and reused on a rerun, so a killed run resumes where it stopped
+    (latency is over the queries searched in this process)."""
     from hwkit.plugins.retrievers.rerank import RerankRetriever
+    from hwkit.rundir import read_jsonl
 
     reranker = RerankRetriever(run, first_stage=bm25, top_n=top, runtime=current())
+    reranker.score_pairs("warm-up", ["load the model before timing"])
+    done: dict[str, dict[str, float]] = {}
+    if cache is not None:
+        done = {r["query"]: r["hits"] for r in read_jsonl(cache) if r["query"] in data.qrels}
+    reused = len(done)
+    times: list[float] = []
     t0 = time.perf_counter()
-    # search(k) reranks max(k, top_n) candidates: ask for ``top`` so exactly those are scored
-    out = row(f"bm25 -> rerank top {top}", reranker, data, None, metrics, k=top)
-    out["model"] = str(reranker.model_path)
-    out["wall_s"] = time.perf_counter() - t0
+    with open(cache or os.devnull, "a", encoding="utf-8") as log:
+        for qid in data.qrels:
+            if qid in done or qid not in data.queries:
+                continue
+            start = time.perf_counter()
+            # search(k) reranks max(k, top_n) candidates: ask for ``top``, exactly those
+            hits = reranker.search(data.queries[qid], k=top)
+            times.append(time.perf_counter() - start)
+            done[qid] = {h.id: h.score for h in hits}
+            log.write(json.dumps({"query": qid, "hits": done[qid]}) + "\n")
+            log.flush()
+    scores = score_run(data.qrels, done, metrics)
+    latency = latency_summary(times)
+    name = f"bm25 -> rerank top {top}"
+    print(
+        f"{name:<26} "
+        + "".join(f"{scores[m]:.4f}   " for m in metrics)
+        + f"{latency['p50']:7.2f}  {latency['p95']:7.2f}        -"
+        + (f"   ({reused} queries from {cache})" if reused else ""),
+        flush=True,
+    )
+    out: dict[str, Any] = {
+        "retriever": name,
+        **scores,
+        "queries": len(done),
+        "p50_ms": latency["p50"],
+        "p95_ms": latency["p95"],
+        "model": str(reranker.model_path),
+        "wall_s": time.perf_counter() - t0,
+        "reused_queries": reused,
+    }
     if reranker.plan is not None:
         out["plan"] = {"device": reranker.plan.device, "dtype": reranker.plan.dtype}
     return [out]
@@ -278,6 +319,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--rerank-top", type=int, default=100, help="BM25 hits the reranker sees")
     ap.add_argument(
+        "--rerank-cache", type=Path, default=None, help="JSONL of reranked queries: resume from it"
+    )
+    ap.add_argument(
         "--rerank-only", action="store_true", help="only the bm25 and bm25 -> rerank rows"
     )
     ap.add_argument("--split", default="test", help="qrels split to evaluate on")
@@ -307,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
         bm25 = BM25Retriever()
         bm25.index(data.corpus)
         rows = [row("bm25 (hwkit)", bm25, data, time.perf_counter() - t0, metrics)]
-        rows += rerank_rows(bm25, data, args.rerank, args.rerank_top, metrics)
+        rows += rerank_rows(bm25, data, args.rerank, args.rerank_top, metrics, args.rerank_cache)
         print(f"load avg at the end {os.getloadavg()[0]:.1f}")
         if args.json:
             args.json.write_text(json.dumps({"rows": rows}, indent=2))
@@ -367,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
     rows.append(row(f"hybrid rrf k={hybrid.rrf_k:g}", hybrid, data, None, metrics))
     hybrid.fusion = "convex"
     if args.rerank is not None:
-        rows += rerank_rows(bm25, data, args.rerank, args.rerank_top, metrics)
+        rows += rerank_rows(bm25, data, args.rerank, args.rerank_top, metrics, args.rerank_cache)
 
     if args.finetuned is not None:
         ft_emb = make_embedder(args.embedder, args.finetuned, runtime=current(), **options)

@@ -73,6 +73,11 @@ class SFTConfig(TrainConfig):
 
     output_dir: Path = Path("runs/sft")
     packing: bool = Field(True, description="pack short examples into full rows (BFD)")
+    completion_only_loss: bool = Field(
+        False,
+        description="loss on the last assistant reply only, not on the prompt before it: for "
+        "short answers after long prompts (readers, scorers)",
+    )
 
 
 class DPOConfig(TrainConfig):

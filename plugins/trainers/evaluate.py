@@ -80,11 +80,12 @@ def evaluate_run(
     metrics: dict[str, Any] = {"validation_rows": len(validation)}
     with torch.no_grad():
         if kind == "sft" and validation:
-            loss = sft_loss(model, tokenizer, validation, seq_len)
+            only = bool(config.get("completion_only_loss", False))
+            loss = sft_loss(model, tokenizer, validation, seq_len, completion_only=only)
             metrics.update(eval_loss=loss, perplexity=math.exp(min(loss, 50)))
             if before is not None:
                 with before():
-                    base = sft_loss(model, tokenizer, validation, seq_len)
+                    base = sft_loss(model, tokenizer, validation, seq_len, completion_only=only)
                 metrics.update(base_eval_loss=base, base_perplexity=math.exp(min(base, 50)))
         elif kind == "preference" and validation and before is not None:
             beta = float(config.get("beta", 0.1))
@@ -194,15 +195,30 @@ def _encode(tokenizer: Any, messages: list[dict[str, str]], seq_len: int, **kw: 
     return out["input_ids"][:, :seq_len]
 
 
-def sft_loss(model: Any, tokenizer: Any, rows: list[dict[str, Any]], seq_len: int) -> float:
-    """Token-weighted mean cross-entropy over whole conversations (as SFT trains)."""
+def sft_loss(
+    model: Any,
+    tokenizer: Any,
+    rows: list[dict[str, Any]],
+    seq_len: int,
+    *,
+    completion_only: bool = False,
+) -> float:
+    """Token-weighted mean cross-entropy as SFT trained it: over whole conversations, or
+    with ``completion_only`` over the last assistant reply only."""
     total, count = 0.0, 0
     for row in rows:
         ids = _encode(tokenizer, row["messages"], seq_len).to(model.device)
-        if ids.shape[1] < 2:
+        labels = ids.clone()
+        if completion_only:
+            from hwkit.plugins.trainers.sft import split_last_reply
+
+            prompt, _ = split_last_reply(row["messages"])
+            start = _encode(tokenizer, prompt, seq_len, add_generation_prompt=True).shape[1]
+            labels[:, :start] = -100
+        n = int((labels[:, 1:] != -100).sum())
+        if n < 1:
             continue
-        out = model(input_ids=ids, labels=ids)
-        n = ids.shape[1] - 1
+        out = model(input_ids=ids, labels=labels)
         total += float(out.loss) * n
         count += n
     return total / max(count, 1)
