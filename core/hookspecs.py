@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
     import typer
 
+    from hwkit.deploy import DeployTarget
     from hwkit.device import Backend
     from hwkit.embedder import Embedder
     from hwkit.exporter import Exporter
@@ -75,6 +76,11 @@ def hwkit_register_exporters(register: Register[type[Exporter]]) -> None:
 @hookspec
 def hwkit_register_runtimes(register: Register[type[InferenceRuntime]]) -> None:
     """Register :class:`hwkit.inference.InferenceRuntime` subclasses (generation engines)."""
+
+
+@hookspec
+def hwkit_register_deploy_targets(register: Register[type[DeployTarget]]) -> None:
+    """Register :class:`hwkit.deploy.DeployTarget` subclasses (where a pipeline deploys)."""
 
 
 @hookspec

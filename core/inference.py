@@ -45,12 +45,17 @@ class GenerationParams:
 
     ``logprobs``: record each new token's log-probability in ``StreamResult.logprobs``
     (adaptive retrieval reads how sure the model is). A runtime that cannot give them
-    leaves it None (``Generator.gives_logprobs`` says which)."""
+    leaves it None (``Generator.gives_logprobs`` says which).
+
+    ``seed``: seeds the sampler for this request alone: the same seed, prompt and settings
+    give the same sample on the same runtime and device (None: unseeded); greedy decoding
+    ignores it."""
 
     max_new_tokens: int = 128
     temperature: float | None = None
     top_p: float | None = None
     logprobs: bool = False
+    seed: int | None = None
 
 
 @dataclass

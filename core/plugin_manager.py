@@ -23,6 +23,7 @@ from hwkit.registry import Registry
 if TYPE_CHECKING:
     import typer
 
+    from hwkit.deploy import DeployTarget
     from hwkit.device import Backend
     from hwkit.embedder import Embedder
     from hwkit.exporter import Exporter
@@ -44,6 +45,7 @@ HOOKS: dict[str, tuple[str, str]] = {
     "hwkit_register_retrievers": ("retrievers", "retriever"),
     "hwkit_register_exporters": ("exporters", "exporter"),
     "hwkit_register_runtimes": ("runtimes", "runtime"),
+    "hwkit_register_deploy_targets": ("deploy_targets", "deploy target"),
 }
 # Hooks that register no named items: called with another argument (the CLI).
 COMMAND_HOOK = "hwkit_register_commands"
@@ -58,6 +60,7 @@ CONTRACTS: dict[str, str | None] = {
     "retrievers": "hwkit.retriever:Retriever",
     "exporters": "hwkit.exporter:Exporter",
     "runtimes": "hwkit.inference:InferenceRuntime",
+    "deploy_targets": "hwkit.deploy:DeployTarget",
 }
 
 
@@ -146,6 +149,10 @@ class PluginManager:
     @property
     def runtimes(self) -> Registry[type[InferenceRuntime]]:
         return self._get("runtimes")
+
+    @property
+    def deploy_targets(self) -> Registry[type[DeployTarget]]:
+        return self._get("deploy_targets")
 
     @property
     def failures(self) -> list[PluginFailure]:

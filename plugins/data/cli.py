@@ -149,4 +149,7 @@ def register(app: typer.Typer) -> None:
         for key, value in info.items():
             typer.echo(f"{key}: {value}")
 
+    from hwkit.plugins.data.augment_cli import register_augment
+
+    register_augment(data_app)
     app.add_typer(data_app, name="data")

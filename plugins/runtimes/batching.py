@@ -3,11 +3,12 @@
 A :class:`Batcher` owns one scheduler thread per generator. Each ``stream`` call becomes a
 :class:`Request` with its own unbounded queue of text pieces (decoding never waits for a
 consumer). The thread takes the oldest waiting request and, in arrival order, up to
-``size - 1`` more that share its sampling settings (greedy, or one temperature and top_p)
-and fit the context together (longest prompt + largest ``max_new_tokens`` within the
-planned context, the shape of the padded batch). When that batch is not full it waits for
-more while they keep coming: until ``gather_s`` passes without an arrival, and at most
-``gather_max_s`` after the oldest one (a request alone waits ``gather_s``; requests that
+``size - 1`` more that share its sampling settings (greedy, or one temperature and top_p;
+a seeded sampled request decodes alone, see :func:`sampling_key`) and fit the context
+together (longest prompt + largest ``max_new_tokens`` within the planned context, the
+shape of the padded batch). When that batch is not full it waits for more while they
+keep coming: until ``gather_s`` passes without an arrival, and at most ``gather_max_s``
+after the oldest one (a request alone waits ``gather_s``; requests that
 queued while a batch decoded start at once). It then holds the generator's ``lock``
 and hands the batch to the runtime's ``run``. Requests arriving while a batch decodes join
 the next one, which starts as soon as the running one ends.
@@ -30,6 +31,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Hashable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -83,10 +85,17 @@ class Request:
 
 
 def sampling_key(params: GenerationParams) -> Hashable:
-    """Requests batch together only with the same sampling settings (None: greedy)."""
+    """Requests batch together only with the same sampling settings (None: greedy).
+
+    A seeded sampled request gets a key of its own, so it decodes alone: torch's sampler
+    draws every row of a batch from one generator, so a row's sample would depend on what
+    it was batched with. Greedy requests ignore the seed and batch as before."""
     if not params.temperature:
         return None
-    return (float(params.temperature), float(params.top_p or 1.0))
+    key = (float(params.temperature), float(params.top_p or 1.0))
+    if params.seed is not None:
+        return (*key, params.seed, object())  # equal to no other request's key
+    return key
 
 
 @dataclass(frozen=True)
@@ -366,6 +375,24 @@ class RowStops(StoppingCriteria):
         new = int(input_ids.shape[1]) - self.width
         done = [r.cancelled or new >= r.prompt.max_new_tokens for r in self.requests]
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+
+@contextmanager
+def seeded(seed: int | None, device: torch.device | None) -> Iterator[None]:
+    """Inside: torch's generators seeded with ``seed`` (None: left as they are). Their
+    previous state (the CPU's and ``device``'s) comes back on leaving, so a seeded request
+    leaves later unseeded ones as random as before. torch's generators are process-wide:
+    sampling elsewhere in the process meanwhile (up to the end of the batch, which may be
+    just after the request's consumer has its reply) draws from the seeded state too."""
+    if seed is None:
+        yield
+        return
+    accelerator = device is not None and device.type != "cpu"
+    devices = [device.index or 0] if accelerator and device is not None else []
+    kind = device.type if accelerator and device is not None else "cuda"
+    with torch.random.fork_rng(devices=devices, device_type=kind):
+        torch.manual_seed(seed % 2**64)  # the range torch takes
+        yield
 
 
 def left_pad(requests: list[Request], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -3,8 +3,9 @@
 It loads the file with a context of the plan's sequence length, on the CPU's physical
 cores or with every layer offloaded to the planned CUDA device (when llama-cpp-python was
 built with GPU support), renders prompts with the chat template stored in the GGUF and
-generates greedily unless a temperature is given, streaming ``create_completion`` on
-the reader's thread. llama-cpp-python is imported only when a model is loaded.
+generates greedily unless a temperature is given (seeded with ``GenerationParams.seed``
+when one is), streaming ``create_completion`` on the reader's thread. llama-cpp-python
+is imported only when a model is loaded.
 """
 
 from __future__ import annotations
@@ -163,6 +164,8 @@ class LlamaCppGenerator(Generator):
         }
         if params.temperature:
             kwargs.update(temperature=float(params.temperature), top_p=float(params.top_p or 1.0))
+            if params.seed is not None:  # llama-cpp-python seeds its sampler with it
+                kwargs["seed"] = params.seed % 2**32  # llama.cpp's seeds are 32-bit
         return kwargs
 
     def stream(

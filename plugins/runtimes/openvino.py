@@ -6,8 +6,9 @@ exports: ``openvino_model.xml`` with its state, ``openvino_tokenizer.xml`` and
 planned device: the CPU, an Intel GPU (``xpu`` in hwkit) or the NPU, where GenAI compiles
 static shapes sized from the plan's sequence length. Prompts are rendered with the chat
 template the tokenizer IR carries and tokenised by GenAI's own tokenizer; replies are
-greedy unless a temperature is given, streamed through GenAI's ``TextStreamer`` from a
-worker thread. openvino_genai is imported only when a model is loaded.
+greedy unless a temperature is given (``GenerationParams.seed`` sets GenAI's ``rng_seed``),
+streamed through GenAI's ``TextStreamer`` from a worker thread. openvino_genai is imported
+only when a model is loaded.
 """
 
 from __future__ import annotations
@@ -226,6 +227,8 @@ class OpenVINOGenerator(Generator):
             config.do_sample = True
             config.temperature = float(params.temperature)
             config.top_p = float(params.top_p or 1.0)
+            if params.seed is not None:  # GenAI seeds each request's sampler with it
+                config.rng_seed = params.seed % 2**32
         else:
             config.do_sample = False
         return config

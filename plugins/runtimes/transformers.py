@@ -8,7 +8,8 @@ sequences (``load_generator(..., sequences=N)`` asks the planner for N): a sched
 thread left-pads waiting requests with the same sampling settings into one
 ``model.generate`` and streams each row to its own consumer
 (:mod:`hwkit.plugins.runtimes.batching`). A request alone decodes exactly as it would
-unbatched.
+unbatched. A seeded sampled request (``GenerationParams.seed``) decodes alone, with
+torch's generators seeded just before its ``generate`` and restored after it.
 """
 
 from __future__ import annotations
@@ -188,7 +189,7 @@ class TransformersGenerator(Generator):
         import torch
         from transformers import LogitsProcessorList, StoppingCriteriaList
 
-        from hwkit.plugins.runtimes.batching import BatchStreamer, RowStops, left_pad
+        from hwkit.plugins.runtimes.batching import BatchStreamer, RowStops, left_pad, seeded
 
         model = self.model
         if model is None:
@@ -210,15 +211,18 @@ class TransformersGenerator(Generator):
         if streamer.scores is not None:
             kwargs["logits_processor"] = LogitsProcessorList([streamer.scores])
         params = requests[0].params
+        seed: int | None = None
         if params.temperature:
             kwargs.update(
                 do_sample=True,
                 temperature=float(params.temperature),
                 top_p=float(params.top_p or 1.0),
             )
+            seed = params.seed  # a seeded request decodes alone (its own batch key)
         else:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        with torch.inference_mode():
+        # generate takes no torch.Generator: it samples with torch's global one
+        with torch.inference_mode(), seeded(seed, target):
             model.generate(**kwargs)
         return streamer.steps
 

@@ -13,20 +13,30 @@ DEFAULT_MODEL = "smollm2-135m-instruct"
 FLAGS = {"models": "--model", "max_tokens_limit": "--max-tokens", "personas_file": "--personas"}
 
 
-def _models(specs: list[str]) -> dict[str, str]:
-    """``NAME=SOURCE`` or ``SOURCE`` (named after its last path part) to a mapping."""
+def _models(specs: list[str], registry: Path | None = None) -> dict[str, str]:
+    """``NAME=SOURCE`` or ``SOURCE`` (named after its last path part; ``registry:MODEL``
+    after MODEL) to a mapping; ``registry`` is the root of ``registry:MODEL`` sources."""
     from hwkit.errors import UsageError
+    from hwkit.plugins.serving.champion import RegistrySource, with_root
 
     out: dict[str, str] = {}
     for spec in specs or [DEFAULT_MODEL]:
         name, sep, source = spec.partition("=")
         if not sep:
-            name, source = Path(spec).name or spec, spec
+            from_registry = RegistrySource.parse(spec)
+            name = from_registry.model if from_registry else Path(spec).name or spec
+            source = spec
         if not name or not source:
             raise UsageError(f"--model {spec!r}: expected NAME=SOURCE or SOURCE")
         if name in out:
             raise UsageError(f"--model {spec!r}: the name {name!r} is given twice")
-        out[name] = source
+        RegistrySource.parse(source)  # a registry:MODEL with a bad model name: one line
+        out[name] = source if registry is None else with_root(source, registry)
+    if registry is not None and not any(RegistrySource.parse(s) for s in out.values()):
+        raise UsageError(
+            "--registry is given but no --model is served from it",
+            hint="serve a registry's champion with -m NAME=registry:MODEL",
+        )
     return out
 
 
@@ -56,8 +66,15 @@ def register(app: typer.Typer) -> None:
             [],
             "--model",
             "-m",
-            help="NAME=SOURCE (repeatable); SOURCE: a model name, HF dir, run dir, .gguf file "
-            "or OpenVINO IR dir",
+            help="NAME=SOURCE (repeatable); SOURCE: a model name, HF dir, run dir, .gguf file, "
+            "OpenVINO IR dir, or registry:MODEL (the registry's champion, followed when it "
+            "changes)",
+        ),
+        registry: Path | None = typer.Option(
+            None,
+            "--registry",
+            help="model registry of registry:MODEL sources (default: $HWKIT_REGISTRY_DIR or "
+            "~/.local/share/hwkit/registry)",
         ),
         host: str = typer.Option("127.0.0.1", "--host"),
         port: int = typer.Option(8000, "--port"),
@@ -116,7 +133,7 @@ def register(app: typer.Typer) -> None:
 
         try:
             config = ServeConfig(
-                models=_models(model),
+                models=_models(model, registry),
                 host=host,
                 port=port,
                 token=token or os.environ.get(TOKEN_ENV) or None,

@@ -7,11 +7,15 @@ the loaded models' plans take (``plan.estimate.total``) and passes them as ``res
 the allocator places the next model where there is room. An optional ``budget`` caps the
 planned bytes of the models loaded on each device (``--memory-budget``): a model that would
 take a device over it evicts that device's least recently used model first.
+
+A ``registry:MODEL`` source serves that model's champion in the local model registry and
+follows it when it changes (:mod:`hwkit.plugins.serving.champion`, :meth:`ModelPool.swap`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 import time
 from collections import OrderedDict
@@ -36,6 +40,10 @@ class OverBudgetError(NoFitError):
     """The model's plan alone is over the serving budget: unloading others cannot help."""
 
 
+class _Replan(Exception):
+    """Other models loaded or left while a swap planned: plan it again."""
+
+
 @dataclass
 class Loaded:
     """A loaded model and the requests using it (it is closed once evicted and unused)."""
@@ -45,6 +53,7 @@ class Loaded:
     users: int = 0
     evicted: bool = False
     loaded_at: float = field(default_factory=time.time)
+    version: int | None = None  # the registry version, for a ``registry:MODEL`` source
 
     @property
     def plan(self) -> Plan:
@@ -76,7 +85,10 @@ class ModelPool:
         sequences: int = 1,
         context: int | None = None,
         runtimes: tuple[str, ...] = (),
+        watch: bool = True,
     ) -> None:
+        from hwkit.plugins.serving.champion import ChampionWatcher, registry_sources
+
         self.sources = dict(sources)
         self.sequences = sequences
         self.context = context
@@ -88,6 +100,13 @@ class ModelPool:
         self._evicted: list[Loaded] = []  # unloaded from the pool, still in use
         self._lock = threading.Lock()
         self.evictions: list[str] = []
+        # registry models: the (artifact, version) each serves, once loaded or switched to
+        self._served: dict[str, tuple[str, int]] = {}
+        self._pending: dict[str, int] = {}  # device -> planned bytes of a swap still loading
+        registry = registry_sources(self.sources)
+        self.watcher = ChampionWatcher(self, registry) if registry else None
+        if self.watcher is not None and watch:
+            self.watcher.start()
 
     # -- what is loaded ---------------------------------------------------------------------
     def names(self) -> list[str]:
@@ -109,7 +128,7 @@ class ModelPool:
             return self._reserved()
 
     def _reserved(self) -> dict[str, int]:
-        per_device: dict[str, int] = {}
+        per_device = {device: need for device, need in self._pending.items() if need}
         for m in self._loaded.values():
             per_device[m.plan.device] = per_device.get(m.plan.device, 0) + m.bytes
         return per_device
@@ -117,7 +136,18 @@ class ModelPool:
     def placements(self) -> dict[str, dict[str, Any]]:
         """Where each loaded model is and why (``/health``)."""
         with self._lock:
-            return {name: _placement(m) for name, m in self._loaded.items()}
+            placed = {name: _placement(m) for name, m in self._loaded.items()}
+        if self.watcher is not None:
+            for name, placement in placed.items():
+                if name in self.watcher.sources:
+                    placement.update(self.watcher.status(name))
+        return placed
+
+    def served_version(self, name: str) -> int | None:
+        """The registry version ``name`` serves (None before its first load)."""
+        with self._lock:
+            served = self._served.get(name)
+            return None if served is None else served[1]
 
     # -- using a model ----------------------------------------------------------------------
     def get(self, name: str) -> Generator:
@@ -154,8 +184,93 @@ class ModelPool:
         finally:
             self.release(generator)
 
+    def swap(self, name: str, source: str, version: int) -> None:
+        """Serve ``version`` of registry model ``name`` from ``source``; on an error nothing
+        changes and the version served before keeps serving.
+
+        Planned and loaded like any model (the budget applies, least recently used others
+        are unloaded when no device has room) but outside the pool's lock, which a load
+        would hold for seconds: meanwhile the old version serves. Room is made as if the
+        old version were gone, since the new one replaces it; the old version leaves the
+        pool when the new one enters, and is closed when its last lease is released (like
+        an evicted model still in use, it is in memory beside the new one until then).
+        """
+        from hwkit.jobs import load_generator
+
+        while True:
+            with self._lock:
+                entry = self._loaded.get(name)
+                if entry is not None and entry.version == version:
+                    return
+                reserved = self._reserved()
+            claimed: list[tuple[str, int]] = []
+            start = time.perf_counter()
+            try:
+                generator = load_generator(
+                    source,
+                    runtime=self.runtime,
+                    reserved=reserved,
+                    dtype=self.dtype,
+                    sequences=self.sequences,
+                    context=self.context,
+                    runtimes=self.runtimes,
+                    before_load=functools.partial(self._claim, name, reserved, claimed),
+                )
+            except BaseException as exc:
+                with self._lock:
+                    self._unclaim(claimed)
+                    if isinstance(exc, _Replan):
+                        continue
+                    others = [n for n in self._loaded if n != name]
+                    no_room = isinstance(exc, NoFitError) and not isinstance(exc, OverBudgetError)
+                    if no_room and others:  # as a first load does: unload the LRU, plan again
+                        self._evict(others[0], f"no device has room for {name!r} v{version}")
+                        continue
+                raise
+            break
+        with self._lock:
+            self._unclaim(claimed)
+            old = self._loaded.pop(name, None)
+            self._loaded[name] = Loaded(name, generator, version=version)
+            self._served[name] = (source, version)
+            log.info(
+                "serve.swap",
+                model=name,
+                version=version,
+                previous=None if old is None else old.version,
+                old_in_use=0 if old is None else old.users,
+                device=generator.plan.device,
+                seconds=round(time.perf_counter() - start, 2),
+            )
+            if old is not None:
+                old.evicted = True
+                if old.users == 0:
+                    self._close(old)
+                else:
+                    self._evicted.append(old)
+
+    def _claim(
+        self, name: str, reserved: dict[str, int], claimed: list[tuple[str, int]], plan: Plan
+    ) -> None:
+        """A swap's plan, before any weight is read: room on its device, held until the swap
+        ends; planned again when other models came or went while it planned."""
+        with self._lock:
+            if self._reserved() != reserved:
+                raise _Replan
+            self._make_room(name, plan, replacing=name)
+            device, need = plan.device, plan.estimate.total
+            self._pending[device] = self._pending.get(device, 0) + need
+            claimed.append((device, need))
+
+    def _unclaim(self, claimed: list[tuple[str, int]]) -> None:
+        for device, need in claimed:
+            self._pending[device] -= need
+        claimed.clear()
+
     def close(self) -> None:
         """Unload every model (server shutdown)."""
+        if self.watcher is not None:
+            self.watcher.stop()
         with self._lock:
             while self._loaded:
                 self._evict_lru(reason="shutdown")
@@ -167,20 +282,33 @@ class ModelPool:
         if name in self._loaded:
             self._loaded.move_to_end(name)
             return self._loaded[name]
-        entry = Loaded(name, self._load(name))
+        source, version = self._source(name)
+        entry = Loaded(name, self._load(name, source, version), version=version)
         self._loaded[name] = entry
+        if version is not None:
+            self._served[name] = (source, version)
         return entry
 
-    def _load(self, name: str) -> Generator:
-        """Plan and load ``name``; unload the least recently used model and plan again while
-        no device has room for it."""
+    def _source(self, name: str) -> tuple[str, int | None]:
+        """What to load for ``name``: its source, or a registry model's served version (its
+        champion when none was served yet) and that version."""
+        if self.watcher is None or name not in self.watcher.sources:
+            return self.sources[name], None
+        if name in self._served:
+            return self._served[name]
+        version, path = self.watcher.sources[name].champion()
+        return str(path), version.version
+
+    def _load(self, name: str, source: str, version: int | None = None) -> Generator:
+        """Plan and load ``source`` as ``name``; unload the least recently used model and plan
+        again while no device has room for it."""
         from hwkit.jobs import load_generator
 
         while True:
             start = time.perf_counter()
             try:
                 generator = load_generator(
-                    self.sources[name],
+                    source,
                     runtime=self.runtime,
                     reserved=self._reserved(),
                     dtype=self.dtype,
@@ -203,6 +331,7 @@ class ModelPool:
             log.info(
                 "serve.load",
                 model=name,
+                **({} if version is None else {"version": version}),
                 device=plan.device,
                 runtime=plan.runtime,
                 dtype=plan.dtype,
@@ -211,8 +340,9 @@ class ModelPool:
             )
             return generator
 
-    def _make_room(self, name: str, plan: Plan) -> None:
-        """Before any weight is read: keep the models on the plan's device under ``budget``."""
+    def _make_room(self, name: str, plan: Plan, replacing: str | None = None) -> None:
+        """Before any weight is read: keep the models on the plan's device under ``budget``
+        (with a swap's still loading; ``replacing``, the model a swap replaces, not counted)."""
         if self.budget is None:
             return
         need = plan.estimate.total
@@ -223,8 +353,13 @@ class ModelPool:
                 hint="raise --memory-budget or serve a smaller dtype",
             )
         while True:
-            on_device = [n for n, m in self._loaded.items() if m.plan.device == plan.device]
-            used = sum(self._loaded[n].bytes for n in on_device)
+            on_device = [
+                n
+                for n, m in self._loaded.items()
+                if m.plan.device == plan.device and n != replacing
+            ]
+            used = self._pending.get(plan.device, 0)
+            used += sum(self._loaded[n].bytes for n in on_device)
             if not on_device or used + need <= self.budget:
                 return
             self._evict(on_device[0], reason=f"{plan.device}'s budget has no room for {name!r}")
@@ -266,12 +401,16 @@ def _placement(entry: Loaded) -> dict[str, Any]:
             if key in plan.reasons
         },
         "loaded_at": entry.loaded_at,
+        **({} if entry.version is None else {"registry_version": entry.version}),
     }
 
 
 def check_sources(sources: dict[str, str]) -> None:
-    """Fail at start-up, not on first request, when a served model cannot be resolved."""
+    """Fail at start-up, not on first request, when a served model cannot be resolved (a
+    ``registry:MODEL`` source: its champion's artifact)."""
     from hwkit.models import resolve
+    from hwkit.plugins.serving.champion import RegistrySource
 
     for source in sources.values():
-        resolve(source)
+        registry = RegistrySource.parse(source)
+        resolve(source if registry is None else registry.champion()[1])

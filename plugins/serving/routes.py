@@ -327,7 +327,7 @@ def create_app(config: ServeConfig, runtime: Runtime) -> FastAPI:
                 prompt = generator.prompt(messages, max_new)
             except UsageError as exc:
                 raise ApiError(400, exc.one_line(), param="messages") from exc
-            params = GenerationParams(max_new, req.temperature, req.top_p)
+            params = GenerationParams(max_new, req.temperature, req.top_p, seed=req.seed)
             cid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
             created = int(time.time())
             workers = state.workers_for(generator)

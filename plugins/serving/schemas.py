@@ -53,6 +53,7 @@ class ChatRequest(BaseModel):
     max_completion_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
+    seed: int | None = Field(None, ge=-(2**63), lt=2**63)  # OpenAI's: a 64-bit integer
     user: str | None = Field(None, max_length=256)
     persona: str | None = None
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from hwkit import hookspecs
-from hwkit.plugin_manager import COMMAND_HOOK, HOOKS
+from hwkit.plugin_manager import COMMAND_HOOK, CONTRACTS, HOOKS, PluginManager
 
 REPO = Path(__file__).resolve().parents[2]
 HOOK_NAMES = sorted(
@@ -21,6 +21,15 @@ HOOK_NAMES = sorted(
 
 def test_every_hookspec_is_collected_by_the_manager() -> None:
     assert set(HOOK_NAMES) == set(HOOKS) | {COMMAND_HOOK}
+
+
+@pytest.mark.parametrize("hook", sorted(HOOKS))
+def test_every_register_hook_has_a_contract_and_a_registry(hook: str) -> None:
+    registry_attr, _what = HOOKS[hook]
+    assert registry_attr in CONTRACTS, f"CONTRACTS needs an entry for {registry_attr}"
+    assert isinstance(getattr(PluginManager, registry_attr, None), property), (
+        f"PluginManager needs a `{registry_attr}` property for {hook}"
+    )
 
 
 @pytest.mark.parametrize("hook", HOOK_NAMES)

@@ -323,3 +323,16 @@ def test_close_frees_the_model(smollm2: ResolvedModel, cpu: MockDevice) -> None:
     own.close()
     with pytest.raises(UsageError, match=r"is closed"):
         own.prompt(chat("Hi"), 1)
+
+
+def test_a_seed_gives_the_same_sample(generator: LlamaCppGenerator) -> None:
+    prompt = generator.prompt(chat("Tell me a joke."), 8)
+
+    def sampled(seed: int) -> str:
+        return generator.generate(prompt, GenerationParams(8, temperature=1.0, seed=seed)).text
+
+    first = sampled(7)
+    assert sampled(7) == first
+    assert any(sampled(seed) != first for seed in (8, 9, 10))
+    greedy = generator._completion_kwargs(prompt, GenerationParams(8, seed=7))
+    assert "seed" not in greedy  # greedy ignores it

@@ -286,3 +286,31 @@ def test_logprobs_are_the_models_own_for_each_chosen_token(
     plain = StreamResult()
     "".join(batched.stream(prompt, GenerationParams(6), plain))
     assert plain.logprobs is None and batched.gives_logprobs
+
+
+def test_a_seed_gives_the_same_sample_and_decodes_alone(batched: TransformersGenerator) -> None:
+    """GenerationParams.seed: the same seed samples the same reply (batched with others or
+    not), another seed another one; torch's own generator is left as it was."""
+    import torch
+
+    joke = "Tell me a joke."
+
+    def sampled(seed: int | None) -> Completion:
+        return _ask(batched, joke, 6, temperature=1.0, seed=seed)
+
+    first = sampled(7)
+    assert sampled(7) == first
+    assert any(sampled(seed).text != first.text for seed in (8, 9, 10))
+    seeded = (joke, 6, {"temperature": 1.0, "seed": 7})
+    with gathering(batched, 0.5):  # same seed twice, and an unseeded sample: none share
+        replies = _together(batched, [seeded, seeded, (joke, 6, {"temperature": 1.0})])
+    assert [r.rows for r in _records(batched, 3)] == [1, 1, 1]
+    assert replies[0] == replies[1] == first
+    # greedy ignores the seed; a seeded request restores torch's global generator after it
+    assert _ask(batched, "Hi", 3, seed=5) == _ask(batched, "Hi", 3)
+    torch.manual_seed(123)
+    want = torch.rand(4)
+    torch.manual_seed(123)
+    sampled(7)
+    _records(batched, 1)  # the scheduler restores it once the batch has ended
+    assert torch.equal(torch.rand(4), want)
