@@ -24,6 +24,7 @@ from typing import Any, BinaryIO
 from hwkit.deploy import DeployError, Deployment, DeployTarget
 from hwkit.errors import ConfigError, NotFoundError, UnavailableError
 from hwkit.log import get_logger
+from hwkit.plugins.deploy.http import error_text, get_status, one_line, opener
 
 log = get_logger(__name__)
 
@@ -52,34 +53,6 @@ def _host(option: str | None) -> str:
         raise ConfigError(f"ollama target: host {raw!r} is not an http(s) address")
     netloc = parts.netloc if parts.port else f"{parts.netloc}:{DEFAULT_PORT}"
     return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
-
-
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """A redirect would send the GGUF somewhere other than the configured host."""
-
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-
-def _opener() -> urllib.request.OpenerDirector:
-    return urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect())
-
-
-def _one_line(text: str, limit: int = 300) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _error_text(body: bytes) -> str:
-    """Ollama's ``{"error": "..."}``, else the body as text."""
-    text = body.decode("utf-8", "replace")
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return _one_line(text) or "(no body)"
-    if isinstance(data, dict) and "error" in data:
-        return _one_line(str(data["error"]))
-    return _one_line(text)
 
 
 def _parse_json(body: bytes) -> Any:
@@ -195,7 +168,7 @@ class OllamaTarget(DeployTarget):
         super().__init__(host=host, timeout=timeout)
         self.host = _host(host)
         self.timeout = float(timeout) if timeout is not None else CALL_TIMEOUT_S
-        self._http = _opener()
+        self._http = opener()
 
     @property
     def endpoint(self) -> str:
@@ -236,7 +209,7 @@ class OllamaTarget(DeployTarget):
             if missing_ok and exc.code == 404:
                 return None
             raise DeployError(
-                f"Ollama {call} failed with HTTP {exc.code}: {_error_text(exc.read())}",
+                f"Ollama {call} failed with HTTP {exc.code}: {error_text(exc.read())}",
                 hint=f"Ollama at {self.host}",
             ) from None
         except (urllib.error.URLError, OSError) as exc:
@@ -253,7 +226,7 @@ class OllamaTarget(DeployTarget):
         result = _parse_json(raw)
         if isinstance(result, dict) and "error" in result:
             raise DeployError(
-                f"Ollama {call} failed: {_one_line(str(result['error']))}",
+                f"Ollama {call} failed: {one_line(str(result['error']))}",
                 hint=f"Ollama at {self.host}",
             )
         return result
@@ -273,25 +246,18 @@ class OllamaTarget(DeployTarget):
 
     # -- the contract ----------------------------------------------------------------------
     def check(self) -> None:
-        request = urllib.request.Request(self.host + "/api/version", method="GET")
-        try:
-            with self._http.open(request, timeout=min(self.timeout, CHECK_TIMEOUT_S)) as resp:
-                raw = resp.read()
-        except urllib.error.HTTPError as exc:
-            raise UnavailableError(
-                f"{self.host} is not an Ollama server: GET /api/version answered HTTP "
-                f"{exc.code}: {_error_text(exc.read())}",
-                hint="set the target's `host` or OLLAMA_HOST to Ollama's address",
-            ) from None
-        except (urllib.error.URLError, OSError):
-            raise UnavailableError(
+        status = get_status(
+            self._http,
+            self.host + "/api/version",
+            min(self.timeout, CHECK_TIMEOUT_S),
+            unreachable=UnavailableError(
                 f"Ollama is not reachable at {self.host}",
                 hint="start it with `ollama serve` or set OLLAMA_HOST",
-            ) from None
-        try:
-            version = json.loads(raw).get("version")
-        except (ValueError, AttributeError):
-            version = None
+            ),
+            wrong_server=f"{self.host} is not an Ollama server",
+            wrong_hint="set the target's `host` or OLLAMA_HOST to Ollama's address",
+        )
+        version = status.get("version") if isinstance(status, dict) else None
         if not version:
             raise UnavailableError(
                 f"{self.host} is not an Ollama server: GET /api/version gave no version",

@@ -15,7 +15,6 @@ redirects followed; ``/health`` needs no token.
 
 from __future__ import annotations
 
-import json
 import time
 import urllib.error
 import urllib.parse
@@ -27,6 +26,7 @@ from typing import Any
 from hwkit.deploy import DeployError, Deployment, DeployTarget
 from hwkit.errors import ConfigError, NotFoundError, UnavailableError
 from hwkit.log import get_logger
+from hwkit.plugins.deploy.http import get_status, opener
 
 log = get_logger(__name__)
 
@@ -48,11 +48,6 @@ def _url(option: str | None) -> str:
     if path.endswith("/v1"):  # the OpenAI base URL given instead of the server's
         path = path[:-3]
     return urllib.parse.urlunsplit((parts.scheme, parts.netloc, path, "", ""))
-
-
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None
 
 
 class ServeTarget(DeployTarget):
@@ -84,7 +79,7 @@ class ServeTarget(DeployTarget):
         self.url = _url(url)
         self.registry = ModelRegistry(None if registry is None else Path(registry).expanduser())
         self.timeout = float(timeout) if timeout is not None else DEPLOY_TIMEOUT_S
-        self._http = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect())
+        self._http = opener()
 
     @property
     def endpoint(self) -> str:
@@ -93,24 +88,17 @@ class ServeTarget(DeployTarget):
     # -- the server's /health ---------------------------------------------------------------
     def _health(self, timeout: float = CHECK_TIMEOUT_S) -> dict[str, Any]:
         """``GET /health`` as a mapping; UnavailableError (one line) when there is none."""
-        request = urllib.request.Request(self.url + "/health", method="GET")
-        try:
-            with self._http.open(request, timeout=timeout) as response:
-                raw = response.read()
-        except urllib.error.HTTPError as exc:
-            raise UnavailableError(
-                f"{self.url} is not an hwkit server: GET /health answered HTTP {exc.code}",
-                hint="set the serve target's `url` to a running hwkit serve",
-            ) from None
-        except (urllib.error.URLError, OSError):
-            raise UnavailableError(
+        health = get_status(
+            self._http,
+            self.url + "/health",
+            timeout,
+            unreachable=UnavailableError(
                 f"hwkit serve is not reachable at {self.url}",
                 hint="start it with `hwkit serve -m NAME=registry:NAME` or set the target's `url`",
-            ) from None
-        try:
-            health = json.loads(raw)
-        except ValueError:
-            health = None
+            ),
+            wrong_server=f"{self.url} is not an hwkit server",
+            wrong_hint="set the serve target's `url` to a running hwkit serve",
+        )
         if not isinstance(health, dict) or not isinstance(health.get("placements"), dict):
             raise UnavailableError(
                 f"{self.url} is not an hwkit server: GET /health has no placements",
