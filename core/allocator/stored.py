@@ -8,6 +8,8 @@ an IR directory carries the config.json it was exported from. Nothing here loads
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,9 +41,25 @@ def _field(reader: Any, key: str) -> Any:
 
 
 def gguf_spec(path: Path) -> ModelSpec:
-    """Sizes, weight format and stored bytes of a GGUF file, from its metadata."""
+    """Sizes, weight format and stored bytes of a GGUF file, from its metadata.
+
+    Parsing the metadata takes seconds (gguf's reader walks every field, the tokenizer's
+    ~50k-entry arrays included), and a server plans the same file on every load and swap:
+    the spec is kept per file, keyed by its size and modification time.
+    """
+    try:
+        stat = Path(path).stat()
+    except OSError as exc:
+        raise ConfigError(f"{path}: not a readable GGUF file: {exc}") from None
+    spec = _gguf_spec(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+    return dataclasses.replace(spec, name=Path(path).name, source=str(path))
+
+
+@functools.lru_cache(maxsize=32)
+def _gguf_spec(resolved: str, size: int, mtime_ns: int) -> ModelSpec:
     from hwkit.allocator.spec import ModelSpec
 
+    path = Path(resolved)
     gguf = require("gguf", purpose="planning a GGUF model")
     try:
         reader = gguf.GGUFReader(str(path))

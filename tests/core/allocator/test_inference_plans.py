@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -164,6 +165,40 @@ def test_a_runtime_the_device_lacks_is_refused_with_what_it_runs() -> None:
         plan(job, devices=[laptop("intel-npu-meteor-lake")])
     assert "runs openvino, not transformers" in str(info.value)
     assert "convert the model into a format" in str(info.value)
+
+
+def test_a_gguf_file_is_parsed_once_per_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server plans the same GGUF on every load and swap: its metadata is read once,
+    and again only when the file changes."""
+    import os
+    import shutil
+
+    import gguf
+
+    from hwkit.models import SMOLLM2
+
+    path = tmp_path / "model.gguf"
+    shutil.copyfile(SMOLLM2.gguf_path(), path)
+    reads: list[str] = []
+    real = gguf.GGUFReader
+
+    def counting(file: str, *args: Any, **kwargs: Any) -> Any:
+        reads.append(file)
+        return real(file, *args, **kwargs)
+
+    monkeypatch.setattr(gguf, "GGUFReader", counting)
+    first = ModelSpec.from_pretrained(path)
+    again = ModelSpec.from_pretrained(path)
+    assert again == first and len(reads) == 1
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))  # rewritten
+    assert ModelSpec.from_pretrained(path) == first and len(reads) == 2
+    link = tmp_path / "link.gguf"  # the same file by another name: its own name and source
+    link.symlink_to(path)
+    named = ModelSpec.from_pretrained(link)
+    assert len(reads) == 2 and named.name == "link.gguf" and named.source == str(link)
 
 
 def test_gguf_files_plan_from_their_metadata_and_stored_bytes() -> None:
