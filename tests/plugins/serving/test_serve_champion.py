@@ -54,19 +54,8 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> ModelRegistry:
 
 @pytest.fixture(scope="module")
 def server(registry: ModelRegistry) -> Iterator[dict[str, Any]]:
-    from hwkit.allocator import ModelSpec
-
-    real_spec = ModelSpec.from_pretrained
-    specs: dict[str, ModelSpec] = {}
-
-    def spec_once(name_or_path: Any) -> ModelSpec:
-        if str(name_or_path) not in specs:
-            specs[str(name_or_path)] = real_spec(name_or_path)
-        return specs[str(name_or_path)]
-
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(champion, "WATCH_INTERVAL_S", 0.1)
-        mp.setattr(ModelSpec, "from_pretrained", staticmethod(spec_once))
         config = ServeConfig(
             models={NAME: f"registry:{registry.root}/{NAME}"},
             workers=4,
