@@ -71,6 +71,9 @@ class RegistrySource:
 
         return self.root / self.model / REGISTRY_FILE
 
+    def has_champion(self) -> bool:
+        return self.registry().champion(self.model) is not None
+
     def champion(self) -> tuple[ModelVersion, Path]:
         """The champion and the path of its served artifact; NotFoundError without one."""
         registry = self.registry()

@@ -407,10 +407,22 @@ def _placement(entry: Loaded) -> dict[str, Any]:
 
 def check_sources(sources: dict[str, str]) -> None:
     """Fail at start-up, not on first request, when a served model cannot be resolved (a
-    ``registry:MODEL`` source: its champion's artifact)."""
+    ``registry:MODEL`` source: its champion's artifact). A registry model with no champion
+    yet is served once one is promoted (a pipeline's first deploy to a running server):
+    until then its requests get a one-line error saying so, and the start-up log warns."""
     from hwkit.models import resolve
     from hwkit.plugins.serving.champion import RegistrySource
 
-    for source in sources.values():
+    for name, source in sources.items():
         registry = RegistrySource.parse(source)
-        resolve(source if registry is None else registry.champion()[1])
+        if registry is None:
+            resolve(source)
+        elif registry.model in registry.registry().names() and registry.has_champion():
+            resolve(registry.champion()[1])
+        else:
+            log.warning(
+                "serve.no_champion_yet",
+                model=name,
+                registry=str(registry.root),
+                hint=f"hwkit models promote {registry.model} REF (or a pipeline's deploy)",
+            )

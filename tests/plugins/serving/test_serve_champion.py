@@ -19,6 +19,7 @@ import pytest
 
 from hwkit.deploy import DeployError, Deployment
 from hwkit.errors import ConfigError, NotFoundError, UnavailableError, UsageError
+from hwkit.inference import GenerationParams
 from hwkit.plugins.deploy.serve_target import ServeTarget
 from hwkit.plugins.pipeline.registry import ModelRegistry
 from hwkit.plugins.serving import champion
@@ -122,12 +123,37 @@ def test_registry_sources_parse_and_resolve_to_the_champion(registry: ModelRegis
     with pytest.raises(UsageError, match="invalid model name"):
         _models(["registry:.lock"])
     check_sources({NAME: f"registry:{root}/{NAME}"})
-    ModelRegistry(root).register("unpromoted", {"gguf": path}, copy=False)
-    with pytest.raises(NotFoundError, match="unpromoted has no champion"):
-        check_sources({"u": f"registry:{root}/unpromoted"})
     pool = ModelPool({"u": f"registry:{root}/nobody"}, mock_runtime("cpu"), watch=False)
     assert pool.watcher is not None and pool.watcher.sources["u"].model == "nobody"
     pool.close()
+
+
+def test_a_model_without_a_champion_yet_is_served_once_one_is_promoted(
+    registry: ModelRegistry,
+) -> None:
+    """A pipeline's first deploy to a running server: the server starts before the model
+    has a champion, refuses its requests in one line, and serves the first one promoted."""
+    root = registry.root
+    _, path = champion.RegistrySource(NAME, root).champion()
+    source = f"registry:{root}/first"
+    check_sources({"first": source})  # no registry entry yet: the server may start
+    pool = ModelPool({"first": source}, mock_runtime("cpu"), watch=False)
+    try:
+        with pytest.raises(NotFoundError, match="first"):
+            pool.get("first")
+        ModelRegistry(root).register("first", {"gguf": path}, copy=False)
+        check_sources({"first": source})  # registered, not promoted: still may start
+        with pytest.raises(NotFoundError, match="first has no champion"):
+            pool.get("first")
+        ModelRegistry(root).promote("first", 1)
+        assert pool.watcher is not None
+        pool.watcher.poll()
+        assert pool.served_version("first") == 1 and "first" in pool.loaded()
+        generator = pool.get("first")
+        prompt = generator.prompt([{"role": "user", "content": "Hi"}], 2)
+        assert generator.generate(prompt, GenerationParams(max_new_tokens=2)).text
+    finally:
+        pool.close()
 
 
 def test_a_promoted_champion_takes_over_without_dropping_a_request(
