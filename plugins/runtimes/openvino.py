@@ -14,6 +14,7 @@ only when a model is loaded.
 from __future__ import annotations
 
 import json
+import secrets
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -227,8 +228,10 @@ class OpenVINOGenerator(Generator):
             config.do_sample = True
             config.temperature = float(params.temperature)
             config.top_p = float(params.top_p or 1.0)
-            if params.seed is not None:  # GenAI seeds each request's sampler with it
-                config.rng_seed = params.seed % 2**32
+            # GenAI seeds each request's sampler with rng_seed, 0 unless set: without a
+            # seed every sampled reply to one prompt would be the same, so draw one
+            seed = params.seed if params.seed is not None else secrets.randbits(32)
+            config.rng_seed = seed % 2**32
         else:
             config.do_sample = False
         return config

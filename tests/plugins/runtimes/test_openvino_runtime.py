@@ -262,3 +262,12 @@ def test_a_seed_gives_the_same_sample(kit_kv: Generator) -> None:
     first = sampled(7)
     assert sampled(7) == first and sampled(7 + 2**32) == first  # GenAI's seeds are 32-bit
     assert any(sampled(seed) != first for seed in (8, 9, 10))
+
+
+@needs_genai
+def test_unseeded_samples_differ(kit_kv: Generator) -> None:
+    """GenAI seeds every request with 0 unless told: unseeded requests get a fresh seed, so
+    sampling twice is not the same draw twice."""
+    prompt = kit_kv.prompt([{"role": "user", "content": "Hi"}], 8)
+    replies = {kit_kv.generate(prompt, GenerationParams(8, temperature=1.0)).text for _ in range(4)}
+    assert len(replies) > 1
