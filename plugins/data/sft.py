@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import string
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from hwkit.errors import ConfigError
@@ -136,10 +138,27 @@ def _render_target(rec: dict[str, Any], targets: list[str]) -> str:
         if value is None or value == "":
             return ""
         return json.dumps(value, ensure_ascii=False)
-    values = {t: rec.get(t) for t in targets}
+    values = {t: _typed(rec.get(t)) for t in targets}
     if all(v is None or v == "" for v in values.values()):
         return ""
     return json.dumps(values, ensure_ascii=False, default=str)
+
+
+def _typed(value: Any) -> Any:
+    """A number as a JSON number: a CSV's "0.99" and PostgreSQL's Decimal('0.99') become
+    0.99 (a scorer's ``score`` must come out as a number). Only text that is exactly how
+    Python writes that number converts, so "007", "1e3" or "+1" stay strings."""
+    if isinstance(value, Decimal):
+        return float(value) if value.is_finite() else str(value)
+    if isinstance(value, str):
+        for kind in (int, float):
+            try:
+                number = kind(value)
+            except ValueError:
+                continue
+            if str(number) == value and math.isfinite(number):
+                return number
+    return value
 
 
 def _normalise_messages(value: Any) -> list[dict[str, str]]:

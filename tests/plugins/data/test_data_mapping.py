@@ -87,6 +87,32 @@ def test_messages_column_openai_and_sharegpt(tmp_path: Path) -> None:
     ]
 
 
+def test_csv_numbers_become_json_numbers_in_a_multi_column_target(tmp_path: Path) -> None:
+    """A CSV holds text: the scorer's "0.99" must come out as the number 0.99, while text
+    that only looks numeric ("007") stays text."""
+    csv = tmp_path / "profiles.csv"
+    csv.write_text(
+        "handle,bio,score,reason,n\n"
+        "bond,Agent.,0.99,Academic title,007\n"
+        "ada,Compilers.,1,Papers,12\n",
+        encoding="utf-8",
+    )
+    data = prepare(
+        DataConfig(
+            source=str(csv),
+            validation_fraction=0,
+            template="Score {handle}: {bio}",
+            mapping={"target": ["handle", "score", "reason", "n"]},
+            thresholds={"min_answers": 1, "min_categories": 0, "min_total_words": 0},
+        )
+    )
+    answers = [json.loads(row["messages"][-1]["content"]) for row in data.train]
+    assert answers == [
+        {"handle": "bond", "score": 0.99, "reason": "Academic title", "n": "007"},
+        {"handle": "ada", "score": 1, "reason": "Papers", "n": 12},
+    ]
+
+
 def test_template_renders_columns_and_json_target(tmp_path: Path) -> None:
     rows = [
         {"name": "Ada", "bio": "Compilers, 10 years", "result": {"score": 9, "why": "deep"}},
