@@ -20,6 +20,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
@@ -367,6 +368,34 @@ def _copy_artifact(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
+def _staging_prefix(pid: int) -> str:
+    """Staging folders carry the host and process that copy into them, so a later register
+    can tell the folders of killed processes from those of copies still running."""
+    host = re.sub(r"[^A-Za-z0-9]", "_", socket.gethostname())
+    return f".staging-{host}-{pid}"
+
+
+def _sweep_staging(model_dir: Path) -> None:
+    """Remove the staging folders this host's killed registers left behind (a process that
+    is gone cannot finish its copy); other hosts' are left to them."""
+    pattern = re.compile(re.escape(_staging_prefix(0)[: -len("-0")]) + r"-(\d+)-")
+    for folder in model_dir.glob(".staging-*"):
+        match = pattern.match(folder.name)
+        if match is None or _alive(int(match.group(1))):
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
 def _stage_copies(model_dir: Path, sources: Mapping[str, Path]) -> tuple[Path, dict[str, str]]:
     """Copy every artifact into a fresh ``.staging-*`` folder; on any failure the folder is
     removed and the error goes on. Returns the folder and role -> file name inside it."""
@@ -377,7 +406,8 @@ def _stage_copies(model_dir: Path, sources: Mapping[str, Path]) -> tuple[Path, d
         if clash is not None:
             raise UsageError(f"artifacts {clash!r} and {role!r} have the same file name {base!r}")
         names[role] = base
-    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=model_dir))
+    _sweep_staging(model_dir)
+    staging = Path(tempfile.mkdtemp(prefix=f"{_staging_prefix(os.getpid())}-", dir=model_dir))
     try:
         staging.chmod(0o755)  # mkdtemp's 0700 would become the version folder's mode
         for role, path in sources.items():

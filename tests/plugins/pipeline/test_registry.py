@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
 from pathlib import Path
 
 import pytest
@@ -191,3 +192,24 @@ def test_concurrent_writers_lose_no_version(tmp_path: Path) -> None:
     for v in versions:
         copied = tmp_path / "reg" / "shared" / f"v{v.version}" / "weights.bin"
         assert copied.stat().st_size == 1024
+
+
+def test_staging_folders_of_killed_registers_are_swept(tmp_path: Path) -> None:
+    """A register killed mid-copy leaves its staging folder; the next register on this host
+    removes it, and leaves a live process's (still copying) alone."""
+    import subprocess
+    import sys
+
+    reg = ModelRegistry(tmp_path)
+    reg.register("m", {})
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], check=True,
+                          capture_output=True, text=True)  # fmt: skip
+    killed = tmp_path / "m" / f"{registry_mod._staging_prefix(int(dead.stdout))}-abc"
+    running = tmp_path / "m" / f"{registry_mod._staging_prefix(os.getpid())}-def"
+    other_host = tmp_path / "m" / ".staging-elsewhere-1-ghi"
+    for folder in (killed, running, other_host):
+        folder.mkdir()
+        (folder / "model.gguf").write_bytes(b"partial")
+    reg.register("m", _artifacts(tmp_path))
+    left = sorted(p.name for p in (tmp_path / "m").glob(".staging-*"))
+    assert left == sorted([running.name, other_host.name])
