@@ -9,10 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import tomllib
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from hwkit.errors import ConfigError, NotFoundError
+from hwkit.errors import ConfigError
+from hwkit.tomlfile import read_toml
 
 FeedbackKind = Literal["auto", "pairs", "thumbs", "ab", "correction", "rating"]
 
@@ -86,12 +86,7 @@ class DataConfig(BaseModel):
     def from_toml(cls, path: Path, *, overrides: dict[str, Any] | None = None) -> DataConfig:
         """Read a TOML file (its ``[data]`` table, or the whole file); relative paths resolve
         against the file's folder so a config works from any working directory."""
-        if not path.is_file():
-            raise NotFoundError(f"config file {path} does not exist")
-        try:
-            doc = tomllib.loads(path.read_text(encoding="utf-8"))
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+        doc = read_toml(path)
         table = doc.get("data", doc)
         prefix = "data." if "data" in doc else ""
         if not isinstance(table, dict):

@@ -25,13 +25,13 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-import tomllib
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from hwkit.errors import ConfigError, HwkitError, NotFoundError, UnknownNameError
+from hwkit.errors import ConfigError, HwkitError, UnknownNameError
 from hwkit.plugins.data import DataConfig
 from hwkit.plugins.pipeline.gates import MetricThreshold, parse_gates
 from hwkit.plugins.pipeline.registry import check_name
+from hwkit.tomlfile import read_toml
 
 if TYPE_CHECKING:
     from hwkit.runtime import Runtime
@@ -360,11 +360,6 @@ def parse_pipeline(
 def load_pipeline(path: Path, *, runtime: Runtime | None = None) -> PipelineConfig:
     """Read and check a pipeline file; relative sources resolve against its folder."""
     path = Path(path)
-    if not path.is_file():
-        raise NotFoundError(f"pipeline file {str(path)!r} does not exist")
-    try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    doc = read_toml(path, "pipeline file")
     cfg = parse_pipeline(doc, str(path), base=path.resolve().parent, runtime=runtime)
     return cfg.model_copy(update={"path": path.resolve()})

@@ -10,11 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-import tomllib
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from hwkit.errors import ConfigError, NotFoundError
+from hwkit.errors import ConfigError
 from hwkit.plugins.data import DataConfig
+from hwkit.tomlfile import read_toml
 from hwkit.trainer import JobConfig
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
@@ -108,12 +108,7 @@ def validate_config(model: type[C], data: dict[str, Any], *, where: str) -> C:
 
 def load_config(model: type[C], path: Path, *, overrides: dict[str, Any] | None = None) -> C:
     """Read a trainer TOML file; relative data paths resolve against the file's folder."""
-    if not path.is_file():
-        raise NotFoundError(f"config file {str(path)!r} does not exist")
-    try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    doc = read_toml(path)
     base = path.resolve().parent
     data = doc.get("data")
     if isinstance(data, dict) and isinstance(data.get("source"), str):
