@@ -292,13 +292,8 @@ class OllamaTarget(DeployTarget):
         log.info(
             "deploy.ollama", model=latest, tag=tagged, host=self.host, prev=prev, uploaded=uploaded
         )
-        return Deployment(
-            target=self.name,
-            name=name,
-            version=version,
-            endpoint=self.endpoint,
-            model=latest,
-            details={"digest": digest, "blob": f"sha256:{blob}", "tag": tagged, "prev": prev},
+        return self._serving(
+            name, version, digest=digest, blob=f"sha256:{blob}", tag=tagged, prev=prev
         )
 
     def rollback(self, name: str, previous: Deployment | None) -> Deployment | None:
@@ -324,14 +319,7 @@ class OllamaTarget(DeployTarget):
         self._copy(source, latest)
         digest = self._models().get(latest.lower(), "")
         log.info("deploy.ollama.rollback", model=latest, restored=source, host=self.host)
-        return Deployment(
-            target=self.name,
-            name=name,
-            version=previous.version,
-            endpoint=self.endpoint,
-            model=latest,
-            details={"digest": digest, "restored_from": source, "prev": None},
-        )
+        return self._serving(name, previous.version, digest=digest, restored_from=source, prev=None)
 
     def current(self, name: str) -> Deployment | None:
         _check_name(name, 0)
@@ -348,17 +336,18 @@ class OllamaTarget(DeployTarget):
         ]
         version = max(versions) if versions else 0  # 0: NAME:latest was made outside hwkit
         prev = f"{name}:prev" if f"{name}:prev".lower() in models else None
+        tag = f"{name}:v{version}" if versions else None
+        return self._serving(name, version, digest=digest, tag=tag, prev=prev)
+
+    def _serving(self, name: str, version: int, **details: Any) -> Deployment:
+        """``NAME:latest`` at this host's OpenAI endpoint, as version ``version``."""
         return Deployment(
             target=self.name,
             name=name,
             version=version,
             endpoint=self.endpoint,
-            model=latest,
-            details={
-                "digest": digest,
-                "tag": f"{name}:v{version}" if versions else None,
-                "prev": prev,
-            },
+            model=f"{name}:latest",
+            details=details,
         )
 
 
