@@ -205,13 +205,13 @@ def sft_loss(
 ) -> float:
     """Token-weighted mean cross-entropy as SFT trained it: over whole conversations, or
     with ``completion_only`` over the last assistant reply only."""
+    from hwkit.plugins.trainers.sft import split_last_reply
+
     total, count = 0.0, 0
     for row in rows:
         ids = _encode(tokenizer, row["messages"], seq_len).to(model.device)
         labels = ids.clone()
         if completion_only:
-            from hwkit.plugins.trainers.sft import split_last_reply
-
             prompt, _ = split_last_reply(row["messages"])
             start = _encode(tokenizer, prompt, seq_len, add_generation_prompt=True).shape[1]
             labels[:, :start] = -100
