@@ -55,8 +55,6 @@ from hwkit.plugins.data.sources import load, mask_url
 from hwkit.rejects import Reject, count_by_reason
 
 if TYPE_CHECKING:
-    import numpy as np
-
     from hwkit.embedder import Embedder
     from hwkit.inference import Generator, Message
     from hwkit.runtime import Runtime
@@ -427,49 +425,6 @@ class PartialWriter:
 
 
 # -- filters --------------------------------------------------------------------------------------
-class ShingleIndex:
-    """Texts kept so far, found again by MinHash LSH over dedupe.py's character shingles and
-    confirmed by the true Jaccard similarity (as ``dedupe.near`` does)."""
-
-    def __init__(self, threshold: float) -> None:
-        from hwkit.extras import require
-
-        datasketch = require("datasketch", purpose="hwkit data augment")
-        self.threshold = threshold
-        self._minhash = datasketch.MinHash
-        self._template = datasketch.MinHash(num_perm=dedupe_mod.NUM_PERM, seed=1)
-        self._lsh = datasketch.MinHashLSH(
-            threshold=max(0.05, threshold - 0.1), num_perm=dedupe_mod.NUM_PERM
-        )
-        self._shingles: dict[str, Any] = {}
-
-    def _hash(self, sh: np.ndarray) -> Any:
-        mh = self._minhash(
-            num_perm=dedupe_mod.NUM_PERM,
-            seed=1,
-            hashfunc=int,
-            scheme=self._template.scheme,
-            permutations=self._template.permutations,
-        )
-        mh.update_batch(sh.tolist())
-        return mh
-
-    def match(self, text: str) -> tuple[str, float] | None:
-        """The most similar indexed key at or above the threshold, and its Jaccard."""
-        sh = dedupe_mod.shingles(text)
-        best: tuple[str, float] | None = None
-        for key in self._lsh.query(self._hash(sh)):
-            score = dedupe_mod.jaccard(sh, self._shingles[key])
-            if score >= self.threshold and (best is None or score > best[1]):
-                best = (key, score)
-        return best
-
-    def add(self, key: str, text: str) -> None:
-        sh = dedupe_mod.shingles(text)
-        self._lsh.insert(key, self._hash(sh))
-        self._shingles[key] = sh
-
-
 def _text_problem(entry: dict[str, Any], example: Example, kind: str) -> tuple[str, str] | None:
     """(reason, detail) when the raw generation is unusable before any embedding."""
     if entry.get("error"):
@@ -531,9 +486,9 @@ def _filter(
     src_vecs = np.asarray(embedder.embed(answers), dtype=np.float32)
     new_texts = [f"{c.entry['user']}\n{c.entry['reply']}" for c in candidates]
     new_vecs = np.asarray(embedder.embed(new_texts), dtype=np.float32)
-    index = ShingleIndex(settings.near_duplicate)
+    index = dedupe_mod.ShingleIndex(settings.near_duplicate)
     for j, answer in enumerate(answers):
-        index.add(f"s{j}", answer)
+        index.add(f"s{j}", index.sketch(answer))
     kept_vecs: list[Any] = []
     nd = settings.near_duplicate
     for c, vec in zip(candidates, new_vecs, strict=True):
@@ -560,7 +515,8 @@ def _filter(
                     float(ksims[k]),
                 )
         if hit is None:
-            match = index.match(c.entry["reply"])
+            sketch = index.sketch(c.entry["reply"])  # matched here, indexed if kept
+            match = index.match(sketch)
             if match is not None:
                 key, score = match
                 what = (
@@ -575,7 +531,7 @@ def _filter(
             continue
         kept.append(c)
         kept_vecs.append(vec)
-        index.add(f"g{len(kept)}|{c.kind} of row {c.row} (attempt {c.attempt})", c.entry["reply"])
+        index.add(f"g{len(kept)}|{c.kind} of row {c.row} (attempt {c.attempt})", sketch)
     return kept, rejects
 
 

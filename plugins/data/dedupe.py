@@ -7,6 +7,7 @@ The first occurrence is kept; later ones go to rejects naming the row they dupli
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 import numpy as np
 
@@ -73,42 +74,64 @@ def exact(examples: list[Example], ledger: Ledger) -> list[Example]:
 
 def near(examples: list[Example], ledger: Ledger, threshold: float) -> list[Example]:
     """Exact pass first (cheap), then MinHash LSH for the near ones."""
-    datasketch = require("datasketch", purpose="dedupe = 'near'")
-    MinHash, MinHashLSH = datasketch.MinHash, datasketch.MinHashLSH
-
     examples = exact(examples, ledger)
-    # LSH at a slightly lower threshold finds the candidates; the true Jaccard decides.
-    lsh = MinHashLSH(threshold=max(0.05, threshold - 0.1), num_perm=NUM_PERM)
-    template = MinHash(num_perm=NUM_PERM, seed=1)
+    index = ShingleIndex(threshold)
     kept: list[Example] = []
-    kept_shingles: dict[str, np.ndarray] = {}
     for i, ex in enumerate(examples):
-        sh = shingles(ex.dedupe_text())
-        # shingles arrive hashed; reuse the permutations instead of drawing them per row
-        mh = MinHash(
-            num_perm=NUM_PERM,
-            seed=1,
-            hashfunc=int,
-            scheme=template.scheme,
-            permutations=template.permutations,
-        )
-        mh.update_batch(sh.tolist())
-        best: tuple[float, str] | None = None
-        for key in lsh.query(mh):
-            score = jaccard(sh, kept_shingles[key])
-            if score >= threshold and (best is None or score > best[0]):
-                best = (score, key)
+        sketch = index.sketch(ex.dedupe_text())
+        best = index.match(sketch)
         if best is not None:
-            first = examples[int(best[1])]
+            first = examples[int(best[0])]
             _drop(
                 ex,
                 ledger,
                 "near_duplicate",
-                f"Jaccard {best[0]:.2f} >= {threshold:g} with {_where(first)}",
+                f"Jaccard {best[1]:.2f} >= {threshold:g} with {_where(first)}",
             )
             continue
-        key = str(i)
-        lsh.insert(key, mh)
-        kept_shingles[key] = sh
+        index.add(str(i), sketch)
         kept.append(ex)
     return kept
+
+
+class ShingleIndex:
+    """Texts kept so far, found again by MinHash LSH over dedupe.py's character shingles and
+    confirmed by the true Jaccard similarity. ``near`` dedupes a dataset with it; ``hwkit data
+    augment`` keeps generated rows apart from their sources and each other."""
+
+    def __init__(self, threshold: float) -> None:
+        datasketch = require("datasketch", purpose="near-duplicate detection")
+        self.threshold = threshold
+        self._minhash = datasketch.MinHash
+        self._template = datasketch.MinHash(num_perm=NUM_PERM, seed=1)
+        self._lsh = datasketch.MinHashLSH(threshold=max(0.05, threshold - 0.1), num_perm=NUM_PERM)
+        self._shingles: dict[str, np.ndarray] = {}
+
+    def sketch(self, text: str) -> tuple[np.ndarray, Any]:
+        """``text``'s shingles and MinHash, made once for a ``match`` and then an ``add``."""
+        sh = shingles(text)
+        # shingles arrive hashed; reuse the permutations instead of drawing them per row
+        mh = self._minhash(
+            num_perm=NUM_PERM,
+            seed=1,
+            hashfunc=int,
+            scheme=self._template.scheme,
+            permutations=self._template.permutations,
+        )
+        mh.update_batch(sh.tolist())
+        return sh, mh
+
+    def match(self, sketch: tuple[np.ndarray, Any]) -> tuple[str, float] | None:
+        """The most similar indexed key at or above the threshold, and its Jaccard."""
+        sh, mh = sketch
+        best: tuple[str, float] | None = None
+        for key in self._lsh.query(mh):
+            score = jaccard(sh, self._shingles[key])
+            if score >= self.threshold and (best is None or score > best[1]):
+                best = (key, score)
+        return best
+
+    def add(self, key: str, sketch: tuple[np.ndarray, Any]) -> None:
+        sh, mh = sketch
+        self._lsh.insert(key, mh)
+        self._shingles[key] = sh
