@@ -72,7 +72,9 @@ class RegistrySource:
         return self.root / self.model / REGISTRY_FILE
 
     def has_champion(self) -> bool:
-        return self.registry().champion(self.model) is not None
+        """Registered and promoted (a model not registered yet has none either)."""
+        registry = self.registry()
+        return self.model in registry.names() and registry.champion(self.model) is not None
 
     def champion(self) -> tuple[ModelVersion, Path]:
         """The champion and the path of its served artifact; NotFoundError without one."""

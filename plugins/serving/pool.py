@@ -417,7 +417,7 @@ def check_sources(sources: dict[str, str]) -> None:
         registry = RegistrySource.parse(source)
         if registry is None:
             resolve(source)
-        elif registry.model in registry.registry().names() and registry.has_champion():
+        elif registry.has_champion():
             resolve(registry.champion()[1])
         else:
             log.warning(
