@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from hwkit.hardware_profile import HardwareProfile
     from hwkit.inference import InferenceRuntime
     from hwkit.retriever import Retriever
+    from hwkit.reward import Reward
     from hwkit.trainer import Trainer
 
 PROJECT = "hwkit"
@@ -81,6 +82,12 @@ def hwkit_register_runtimes(register: Register[type[InferenceRuntime]]) -> None:
 @hookspec
 def hwkit_register_deploy_targets(register: Register[type[DeployTarget]]) -> None:
     """Register :class:`hwkit.deploy.DeployTarget` subclasses (where a pipeline deploys)."""
+
+
+@hookspec
+def hwkit_register_rewards(register: Register[type[Reward]]) -> None:
+    """Register :class:`hwkit.reward.Reward` subclasses: named functions of
+    (prompt, completion, row) -> float that GRPO and ``hwkit rewards pairs`` combine."""
 
 
 @hookspec

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from hwkit.hardware_profile import HardwareProfile
     from hwkit.inference import InferenceRuntime
     from hwkit.retriever import Retriever
+    from hwkit.reward import Reward
     from hwkit.trainer import Trainer
 
 ENTRY_POINT_GROUP = "hwkit"
@@ -46,6 +47,7 @@ HOOKS: dict[str, tuple[str, str]] = {
     "hwkit_register_exporters": ("exporters", "exporter"),
     "hwkit_register_runtimes": ("runtimes", "runtime"),
     "hwkit_register_deploy_targets": ("deploy_targets", "deploy target"),
+    "hwkit_register_rewards": ("rewards", "reward"),
 }
 # Hooks that register no named items: called with another argument (the CLI).
 COMMAND_HOOK = "hwkit_register_commands"
@@ -61,6 +63,7 @@ CONTRACTS: dict[str, str | None] = {
     "exporters": "hwkit.exporter:Exporter",
     "runtimes": "hwkit.inference:InferenceRuntime",
     "deploy_targets": "hwkit.deploy:DeployTarget",
+    "rewards": "hwkit.reward:Reward",
 }
 
 
@@ -153,6 +156,10 @@ class PluginManager:
     @property
     def deploy_targets(self) -> Registry[type[DeployTarget]]:
         return self._get("deploy_targets")
+
+    @property
+    def rewards(self) -> Registry[type[Reward]]:
+        return self._get("rewards")
 
     @property
     def failures(self) -> list[PluginFailure]:
