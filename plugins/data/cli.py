@@ -152,4 +152,7 @@ def register(app: typer.Typer) -> None:
     from hwkit.plugins.data.augment_cli import register_augment
 
     register_augment(data_app)
+    from hwkit.plugins.data.graph_cli import register_graph
+
+    register_graph(data_app)
     app.add_typer(data_app, name="data")
