@@ -26,6 +26,8 @@ EXTRAS: dict[str, str] = {
     "sqlalchemy": "data",
     "psycopg": "data",
     "datasketch": "data",
+    "networkx": "data",
+    "jsonschema": "rewards",
     "gguf": "export",
     "llama_cpp": "export",
     "openvino_genai": "export",

@@ -11,7 +11,15 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 JobKind = Literal[
-    "sft", "dpo", "full", "embed", "generate", "rerank", "embedder-train", "cross-encoder-train"
+    "sft",
+    "dpo",
+    "grpo",
+    "full",
+    "embed",
+    "generate",
+    "rerank",
+    "embedder-train",
+    "cross-encoder-train",
 ]
 
 
@@ -66,6 +74,11 @@ class Plan(BaseModel):
     gradient_checkpointing: bool = False
     max_seq_len: int = 512
     lora_rank: int | None = None
+    group_size: int | None = Field(None, description="grpo: completions sampled per prompt")
+    generation_batch: int | None = Field(
+        None, description="grpo: completions generated together (a multiple of micro_batch)"
+    )
+    completion_len: int | None = Field(None, description="grpo: longest completion, tokens")
     estimate: MemoryEstimate = Field(default_factory=MemoryEstimate)
     budget: int = 0
     reasons: dict[str, str] = Field(default_factory=dict)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from hwkit.allocator.job import FULL_KINDS, Job
+from hwkit.allocator.job import Job
 from hwkit.allocator.spec import ModelSpec
 from hwkit.device import MemoryTraits
 from hwkit.plan import MemoryEstimate
@@ -42,6 +42,9 @@ class Settings:
     gradient_checkpointing: bool
     attention: str = "sdpa"
     traits: MemoryTraits = field(default_factory=MemoryTraits)
+    # grpo: completions per prompt, and completions generated together
+    group_size: int = 0
+    generation_batch: int = 0
 
 
 def _act_elems_per_token_layer(spec: ModelSpec, lora_rank: int | None) -> int:
@@ -92,6 +95,20 @@ def kv_cache_bytes(spec: ModelSpec, context: int, sequences: int, dtype: str) ->
     return per_token * context * sequences * (kv_b or DTYPE_BYTES[dtype])
 
 
+def generation_peak(job: Job, settings: Settings) -> int:
+    """GRPO's sampling phase: the KV cache of every completion generated together at the
+    full length, the prompts' prefill (one block's transients at a time) and the logits
+    of the last position (and their softmax)."""
+    spec = job.model
+    dtype_b = DTYPE_BYTES[settings.dtype]
+    sequences = settings.generation_batch or settings.micro_batch
+    prompt = job.seq_len - job.completion_len
+    prefill = (4 * spec.hidden + 3 * spec.intermediate) * dtype_b * sequences * prompt
+    prefill += _attention_square_bytes(spec, prompt, settings.attention, dtype_b) * sequences
+    kv = kv_cache_bytes(spec, job.seq_len, sequences, settings.dtype)
+    return kv + prefill + sequences * spec.vocab * 4 * 2
+
+
 def estimate(job: Job, settings: Settings) -> MemoryEstimate:
     """Peak bytes of ``job`` under ``settings``, by part."""
     spec = job.model
@@ -103,7 +120,7 @@ def estimate(job: Job, settings: Settings) -> MemoryEstimate:
     step_temporary = 0
     retained = 0  # host heap kept after freed activations (MemoryTraits.heap_retention)
 
-    if job.kind in ("sft", "dpo"):
+    if job.kind in ("sft", "dpo") or (job.kind == "grpo" and not job.full_weights):
         assert job.lora_rank is not None
         lora = spec.lora_params(job.lora_rank)
         parts["weights"] = weight_bytes(spec, settings.dtype, settings.quantization)
@@ -113,12 +130,14 @@ def estimate(job: Job, settings: Settings) -> MemoryEstimate:
         if settings.quantization in QUANT_BYTES:
             # each matmul dequantises its weight: the largest matrix, transiently
             parts["overhead"] += spec.largest_matrix * dtype_b
-    elif job.kind in FULL_KINDS:
+    elif job.full_weights:
         # fp16 training keeps float32 master weights (GradScaler cannot unscale fp16
         # gradients); bf16 and fp32 train in their own dtype.
         master = settings.dtype == "float16"
         param_b = 4 if master else dtype_b
         parts["weights"] = spec.param_count * param_b
+        if job.reference:  # grpo's frozen reference copy for the KL term
+            parts["weights"] += spec.param_count * dtype_b
         parts["gradients"] = spec.param_count * param_b
         parts["optimizer"] = spec.param_count * 2 * param_b  # AdamW moments in the param dtype
         # AdamW's foreach step makes one parameter-sized temporary (measured on CPU)
@@ -140,9 +159,13 @@ def estimate(job: Job, settings: Settings) -> MemoryEstimate:
         parts["activations"] = int(acts * ACTIVATION_SCALE)
         if not spec.encoder:
             logit_b = LOGIT_BYTES_FP32 if dtype_b == 4 else LOGIT_BYTES_FP32 - 4 + dtype_b
-            if job.kind == "dpo":
-                logit_b += 4  # log-probs of the shifted slice: its gradient is one more copy
-            parts["logits"] = int(tokens * spec.vocab * logit_b)
+            if job.kind in ("dpo", "grpo"):
+                # dpo: log-probs of the shifted slice; grpo: logits / temperature
+                logit_b += 4
+            scored = tokens
+            if job.kind == "grpo":  # trl keeps logits for the completion positions only
+                scored = rows * job.completion_len
+            parts["logits"] = int(scored * spec.vocab * logit_b)
         else:  # pooled embeddings and the in-batch similarity matrix (a cross-encoder's
             # one logit per pair is less: counted the same, an over-estimate)
             parts["logits"] = rows * spec.hidden * 4 * 3 + rows * rows * 4 * 3
@@ -162,6 +185,10 @@ def estimate(job: Job, settings: Settings) -> MemoryEstimate:
     # step's peak is counted under "optimizer".
     backward_peak = parts["activations"] + parts["logits"] + retained
     parts["optimizer"] += max(0, step_temporary - backward_peak)
+    if job.kind == "grpo":
+        # A third peak: sampling the completions, between optimizer steps. Its excess over
+        # the backward peak is counted under "kv_cache".
+        parts["kv_cache"] = max(0, generation_peak(job, settings) - backward_peak)
     parts["overhead"] += retained
     transient_parts = parts["activations"] + parts["logits"] + parts["kv_cache"]
     parts["overhead"] += traits.runtime_overhead + int(traits.fragmentation * transient_parts)

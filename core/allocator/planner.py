@@ -10,19 +10,20 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING
 
 from hwkit.allocator import policy
 from hwkit.allocator.budget import Budget, device_budget, gb, reserved_for
 from hwkit.allocator.job import LORA_KINDS, Job, Quantization
-from hwkit.allocator.memory import Settings, estimate, kv_cache_bytes
+from hwkit.allocator.memory import Settings, estimate, generation_peak, kv_cache_bytes
 from hwkit.allocator.spec import ModelSpec, shipped_names
 from hwkit.allocator.targets import Target, resolve_targets
 from hwkit.errors import NoFitError, UnknownNameError
 from hwkit.hardware_profile import HardwareProfile
 from hwkit.log import get_logger
-from hwkit.plan import Plan
+from hwkit.plan import MemoryEstimate, Plan
 
 if TYPE_CHECKING:
     from hwkit.device import Device
@@ -111,8 +112,32 @@ def _micro_batches(job: Job) -> list[int]:
     return sorted(sizes, reverse=True)
 
 
+def _generation_batches(job: Job, group: int, micro_batch: int) -> list[int]:
+    """GRPO: completions sampled together, largest first; whole groups, whole micro-batches,
+    and a divisor of the effective batch so a sampling round never straddles two steps."""
+    step = math.lcm(group, micro_batch)
+    return [
+        g
+        for g in range(job.effective_batch, 0, -1)
+        if g % step == 0 and not job.effective_batch % g
+    ]
+
+
 def _largest_fit(job: Job, base: Settings, budget: int) -> tuple[Settings, int] | None:
-    """Largest micro-batch that fits ``budget`` under ``base``; with its estimate total."""
+    """Largest micro-batch that fits ``budget`` under ``base``; with its estimate total.
+    GRPO also tries group sizes (largest first, where the job leaves it open) and, under
+    each micro-batch, fewer completions sampled together."""
+    if job.kind == "grpo":
+        for group in job.group_sizes():
+            for mb in _micro_batches(job):
+                for gen in _generation_batches(job, group, mb):
+                    settings = dataclasses.replace(
+                        base, micro_batch=mb, group_size=group, generation_batch=gen
+                    )
+                    total = estimate(job, settings).total
+                    if total <= budget:
+                        return settings, total
+        return None
     for mb in _micro_batches(job):
         settings = dataclasses.replace(base, micro_batch=mb)
         total = estimate(job, settings).total
@@ -216,6 +241,7 @@ def _make_plan(
             if job.lora_rank
             else {}
         ),
+        **(_grpo_reasons(job, settings, est) if job.kind == "grpo" else {}),
         "estimate": f"peak {gb(est.total)}, headroom {gb(budget.bytes - est.total)}",
     }
     return Plan(
@@ -234,10 +260,57 @@ def _make_plan(
         gradient_checkpointing=settings.gradient_checkpointing,
         max_seq_len=job.seq_len,
         lora_rank=job.lora_rank,
+        **(
+            {
+                "group_size": settings.group_size,
+                "generation_batch": settings.generation_batch,
+                "completion_len": job.completion_len,
+            }
+            if job.kind == "grpo"
+            else {}
+        ),
         estimate=est,
         budget=budget.bytes,
         reasons=reasons,
     )
+
+
+def _grpo_reasons(job: Job, settings: Settings, est: MemoryEstimate) -> dict[str, str]:
+    """Why the group and the sampling batch are what they are, and what sampling costs."""
+    group, gen = settings.group_size, settings.generation_batch
+    sizes = job.group_sizes()
+    if job.group_size is not None:
+        group_reason = f"{group} as requested"
+    elif group == sizes[0]:
+        group_reason = f"{group}: the largest of {', '.join(map(str, sizes))} that fits"
+    else:
+        group_reason = f"{group}: {', '.join(str(g) for g in sizes if g > group)} do not fit"
+    most = _generation_batches(job, group, settings.micro_batch)[0]
+    prompts = gen // group
+    gen_reason = (
+        f"{gen} completions sampled together "
+        f"({prompts} prompt{'s' if prompts != 1 else ''} x {group})"
+    )
+    gen_reason += (
+        ", the whole step's"
+        if gen == most
+        else f"; {most} (the whole step) do not fit: sampled in {job.effective_batch // gen} rounds"
+    )
+    peak = generation_peak(job, settings)
+    kv = kv_cache_bytes(job.model, job.seq_len, gen, settings.dtype)
+    return {
+        "group_size": group_reason,
+        "generation_batch": gen_reason,
+        "completion_len": (
+            f"{job.completion_len} new tokens at most; sampling peaks at {gb(peak)} over the "
+            f"weights (KV cache {gb(kv)} at {job.seq_len} tokens), "
+            + (
+                f"{gb(est.kv_cache)} above the backward peak"
+                if est.kv_cache
+                else "below the backward peak"
+            )
+        ),
+    }
 
 
 def _inference_plan(
@@ -307,7 +380,13 @@ def _minimum_need(job: Job, target: Target, quant: str) -> int:
     gc = job.trains if job.gradient_checkpointing is None else job.gradient_checkpointing
     mb = min(_micro_batches(job))
     traits = target.profile.memory.traits()
-    return estimate(job, Settings(dtype, quant, mb, gc, attention, traits)).total
+    settings = Settings(dtype, quant, mb, gc, attention, traits)
+    if job.kind == "grpo":  # the fewest completions sampled together: one smallest group
+        group = min(job.group_sizes(), default=2)
+        settings = dataclasses.replace(
+            settings, group_size=group, generation_batch=math.lcm(group, mb)
+        )
+    return estimate(job, settings).total
 
 
 def _score(p: Plan, profile: HardwareProfile) -> float:
@@ -379,7 +458,7 @@ def _variants(job: Job) -> Iterator[tuple[str, Job]]:
         quants += [(f"--quantization {q}", q) for q in ("int8", "nf4", "int4")]
     elif job.quantization == "none" and job.kind in LORA_KINDS:
         quants.append(("--quantization nf4", "nf4"))
-    seq = job.seq_len
+    seq = job.seq_len if job.kind != "grpo" else 0  # grpo's knob is the completion length
     while seq >= 64:
         for quant_label, quant in quants:
             if seq == job.seq_len and quant == job.quantization:
@@ -388,6 +467,18 @@ def _variants(job: Job) -> Iterator[tuple[str, Job]]:
             label = " ".join(x for x in (quant_label, seq_label) if x)
             yield label, dataclasses.replace(job, seq_len=seq, quantization=quant)
         seq //= 2
+    if job.kind == "grpo":
+        smallest = min(job.group_sizes(), default=2)
+        for group in (g for g in (4, 2) if g < smallest and not job.effective_batch % g):
+            yield f"num_generations {group}", dataclasses.replace(job, group_size=group)
+        completion = job.completion_len // 2
+        while completion >= 32:
+            prompt = job.seq_len - job.completion_len
+            yield (
+                f"max_completion_length {completion}",
+                dataclasses.replace(job, completion_len=completion, seq_len=prompt + completion),
+            )
+            completion //= 2
     if job.kind == "full":
         yield (
             "LoRA (sft) instead of full fine-tuning",

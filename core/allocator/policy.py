@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from hwkit.allocator.job import FULL_KINDS, Job
+from hwkit.allocator.job import Job
 from hwkit.allocator.memory import Settings
 
 if TYPE_CHECKING:
@@ -116,7 +116,7 @@ def quant_options(job: Job, target: Target) -> tuple[list[str], str]:
                 f"(declared: {declared})"
             )
         return [job.quantization], f"{job.quantization} as requested"
-    if job.kind in FULL_KINDS:
+    if job.full_weights:
         return ["none"], "full training needs unquantised weights"
     fallbacks = [q for q in QUANT_PREFERENCE if q in kernels]
     if fallbacks:

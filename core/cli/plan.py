@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 KINDS = (
     "sft",
     "dpo",
+    "grpo",
     "full",
     "embed",
     "generate",
@@ -98,6 +99,15 @@ def _training_rows(p: Plan) -> list[tuple[str, str, str]]:
             r.get("gradient_checkpointing", ""),
         ),
         ("max sequence length", str(p.max_seq_len), r.get("max_seq_len", "")),
+        *(
+            [
+                ("group size", str(p.group_size), r.get("group_size", "")),
+                ("sampled together", str(p.generation_batch), r.get("generation_batch", "")),
+                ("completion length", str(p.completion_len), r.get("completion_len", "")),
+            ]
+            if p.job == "grpo"
+            else []
+        ),
         ("LoRA rank", "-" if p.lora_rank is None else str(p.lora_rank), r.get("lora_rank", "")),
         ("budget", _gb(p.budget), r.get("budget", "")),
         ("estimated peak", _gb(p.estimate.total), r.get("estimate", "")),
@@ -118,7 +128,16 @@ def plan_command(
         help="Examples per optimizer step; for generate, embed and rerank: sequences, texts "
         "or pairs at once.",
     ),
-    lora_rank: int = typer.Option(8, "--lora-rank", help="LoRA rank (sft, dpo)."),
+    lora_rank: int = typer.Option(8, "--lora-rank", help="LoRA rank (sft, dpo, grpo)."),
+    completion_len: int | None = typer.Option(
+        None,
+        "--completion-len",
+        help="grpo: longest completion in tokens (default: a quarter of --seq-len, which "
+        "counts prompt plus completion).",
+    ),
+    group_size: int | None = typer.Option(
+        None, "--group-size", help="grpo: completions per prompt (default: 8, 4 or 2 to fit)."
+    ),
     quantization: str = typer.Option(
         "auto", "--quantization", help="auto, none, nf4, int8 or int4 (inference)."
     ),
@@ -153,6 +172,7 @@ def plan_command(
             for name, cls in runtime.plugins.runtimes.items()
             if spec.stored.format in cls.formats
         ]
+    grpo = kind == "grpo"
     job = Job(
         cast("JobKind", kind),  # checked against KINDS above; Job validates it too
         spec,
@@ -163,6 +183,8 @@ def plan_command(
         gradient_checkpointing=checkpointing,
         micro_batch=micro_batch,
         runtimes=tuple(runtime_names),
+        completion_len=(completion_len or max(1, seq_len // 4)) if grpo else 0,
+        group_size=group_size if grpo else None,
     )
     devices = [runtime.device(device)] if device else None
     result = plan(job, devices=devices, runtime=runtime, profile=profile)

@@ -1,6 +1,6 @@
-"""Built-in trainers (sft, dpo, embedder, cross-encoder) and the ``hwkit train``, ``hwkit eval`` and
-``hwkit quickstart`` commands, registered through the same ``hwkit`` entry point a third
-party uses.
+"""Built-in trainers (sft, dpo, grpo, embedder, cross-encoder) and the ``hwkit train``,
+``hwkit eval`` and ``hwkit quickstart`` commands, registered through the same ``hwkit``
+entry point a third party uses.
 
 Heavy libraries (torch, transformers, trl, peft) are imported inside the trainers' methods,
 so loading the plugin (``hwkit plugins``, ``hwkit --help``) stays cheap.
@@ -23,10 +23,12 @@ def hwkit_register_trainers(register: Register[type[Trainer]]) -> None:
     from hwkit.plugins.trainers.cross_encoder import CrossEncoderTrainer
     from hwkit.plugins.trainers.dpo import DPOTrainerPlugin
     from hwkit.plugins.trainers.embedder import EmbedderTrainer
+    from hwkit.plugins.trainers.grpo import GRPOTrainerPlugin
     from hwkit.plugins.trainers.sft import SFTTrainerPlugin
 
     register(SFTTrainerPlugin)
     register(DPOTrainerPlugin)
+    register(GRPOTrainerPlugin)
     register(EmbedderTrainer)
     register(CrossEncoderTrainer)
 

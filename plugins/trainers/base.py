@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import tempfile
 from abc import abstractmethod
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
@@ -178,10 +179,12 @@ class HFTrainerPlugin(Trainer):
             processing_class=tokenizer,
             peft_config=modelling.peft_config(cfg),
         )
+        self.ready(trainer, plan)
+        measure = self.held_out(trainer, eval_ds)
         before: dict[str, Any] = {}
-        if eval_ds is not None:
+        if measure is not None:
             before = reporting.baseline(
-                trainer, output_dir, resumed=start_from is not None, write=rank == 0
+                measure, output_dir, resumed=start_from is not None, write=rank == 0
             )
         log.info(
             "train.fit",
@@ -190,7 +193,7 @@ class HFTrainerPlugin(Trainer):
             resume_from=str(start_from) if start_from else None,
         )
         outcome = trainer.train(resume_from_checkpoint=str(start_from) if start_from else None)
-        after = reporting.evaluation(trainer) if eval_ds is not None else {}
+        after = measure() if measure is not None else {}
         steps = int(trainer.state.global_step)
         train_metrics = reporting.plain(outcome.metrics)
 
@@ -232,6 +235,18 @@ class HFTrainerPlugin(Trainer):
         )
 
     # -- fit's parts ----------------------------------------------------------------------------
+    def ready(self, trainer: Any, plan: Plan) -> None:
+        """Called once trl's trainer is built, before the baseline and training."""
+
+    def held_out(self, trainer: Any, eval_ds: Any | None) -> Callable[[], dict[str, Any]] | None:
+        """What measures the model on held-out rows, before and after training (None: no
+        held-out rows); trl's ``evaluate`` (loss, DPO's reward accuracy) by default."""
+        from hwkit.plugins.trainers import reporting
+
+        if eval_ds is None:
+            return None
+        return lambda: reporting.evaluation(trainer)
+
     @staticmethod
     def _resume_point(output_dir: Path, *, resume: bool, rank: int) -> Path | None:
         """The last complete checkpoint to resume from (torn ones removed, metrics cut back

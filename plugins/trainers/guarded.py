@@ -28,6 +28,9 @@ class GuardedMixin:
     hwkit_tokens: TokenCounter | None = None
     # DPO batches are [chosen; rejected]: split by pairs, never one half without the other.
     hwkit_paired_rows: bool = False
+    # A loss already scaled for accumulation that averages over the rows it is given: when
+    # the guard splits a micro-batch, each chunk's loss is weighted by its share of rows.
+    hwkit_scale_chunks: bool = False
 
     def training_step(
         self, model: Any, inputs: dict[str, Any], num_items_in_batch: Any = None
@@ -67,6 +70,8 @@ class GuardedMixin:
                 if not scaled_for_ga:
                     # a mean over the chunk: weight it by the chunk's share of the micro-batch
                     loss = loss / trainer.current_gradient_accumulation_steps * scale
+                elif self.hwkit_scale_chunks:
+                    loss = loss * scale
                 trainer.accelerator.backward(loss)
             return loss.detach()
 

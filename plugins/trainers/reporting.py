@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,13 +39,15 @@ def evaluation(trainer: Any) -> dict[str, Any]:
     return plain(trainer.evaluate(metric_key_prefix="eval"))
 
 
-def baseline(trainer: Any, output_dir: Path, *, resumed: bool, write: bool) -> dict[str, Any]:
-    """The validation numbers before training: measured now, or read back on resume."""
+def baseline(
+    measure: Callable[[], dict[str, Any]], output_dir: Path, *, resumed: bool, write: bool
+) -> dict[str, Any]:
+    """The held-out numbers before training: ``measure()`` now, or read back on resume."""
     path = output_dir / BASELINE
     if resumed and path.is_file():
         loaded: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
         return loaded
-    numbers = evaluation(trainer)
+    numbers = measure()
     if write:
         atomic.write_json_atomic(path, numbers)
     return numbers
