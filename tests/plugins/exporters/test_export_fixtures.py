@@ -8,6 +8,8 @@ The adapter's B matrices are random (not peft's zeros) so merging changes the mo
 from __future__ import annotations
 
 import os
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,7 +20,8 @@ MODEL = "smollm2-135m-instruct"
 PERSONA = "You are Ada, a terse assistant."
 
 # Test modules import these fixtures, so pytest sees one definition per module; this memo
-# makes the expensive ones run once per process however many modules use them.
+# makes the expensive ones run once per process however many modules use them (and
+# ``built_once`` once for all processes, where the suite runs on several).
 _MEMO: dict[str, Path] = {}
 
 
@@ -79,7 +82,37 @@ def smol_openvino_kv(smol: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     if not is_available("openvino_tokenizers"):
         pytest.skip(f"openvino_tokenizers is not installed ({install_hint('openvino_tokenizers')})")
     if "smol_openvino_kv" not in _MEMO:
-        out = tmp_path_factory.mktemp("openvino-kv")
-        OpenVINOExporter().export(smol, out, precision="fp16,int8", kv_cache=True)
-        _MEMO["smol_openvino_kv"] = out
+        _MEMO["smol_openvino_kv"] = built_once(
+            "smol-openvino-kv",
+            ("openvino_export.py", "openvino_stateful.py", "verify.py"),
+            lambda out: OpenVINOExporter().export(smol, out, precision="fp16,int8", kv_cache=True),
+        )
     return _MEMO["smol_openvino_kv"]
+
+
+def built_once(name: str, sources: tuple[str, ...], build: Callable[[Path], object]) -> Path:
+    """A fixture's output built once for every test process (pytest-xdist workers too):
+    under a file lock in the test cache, keyed by the exporter sources it depends on, so a
+    changed exporter builds afresh; the first process builds, the others wait and reuse."""
+    import fcntl
+    import hashlib
+
+    import hwkit.plugins.exporters as exporters
+    from hwkit.paths import cache_root
+
+    folder = Path(exporters.__file__).parent
+    digest = hashlib.sha256(b"".join((folder / f).read_bytes() for f in sources)).hexdigest()
+    root = cache_root() / "test-fixtures"
+    root.mkdir(parents=True, exist_ok=True)
+    target = root / f"{name}-{digest[:12]}"
+    with (root / f"{name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (target / ".complete").is_file():
+            shutil.rmtree(target, ignore_errors=True)
+            staging = root / f".{name}-{os.getpid()}"
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir()
+            build(staging)
+            (staging / ".complete").touch()
+            os.replace(staging, target)
+    return target
