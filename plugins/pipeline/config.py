@@ -3,9 +3,10 @@
 ```toml
 name = "profile-scorer"          # the registry's model name
 [data]                           # a DataConfig (docs/data.md), as a trainer's [data]
+[augment]                        # hwkit data augment's settings, on the train rows (optional)
 [train]                          # trainer = "sft" and its config fields (optional)
 [evaluate]                       # task = "json-score" on the train run's held-out rows
-[[gate]]                         # MetricThreshold rows on evaluate's metrics
+[[gate]]                         # MetricThreshold rows on evaluate's metrics, eval_loss
 [export]                         # format = "gguf", quantization = "q4_k_m"
 [deploy]                         # target = "ollama", [deploy.options]
 [verify]                         # the same cases through the deployed endpoint
@@ -20,6 +21,7 @@ the file and the field.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -27,8 +29,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from hwkit.errors import ConfigError, HwkitError, UnknownNameError
+from hwkit.errors import ConfigError, HwkitError, UnknownNameError, UsageError
 from hwkit.plugins.data import DataConfig
+from hwkit.plugins.data.augment import AugmentSettings
 from hwkit.plugins.pipeline.gates import MetricThreshold, parse_gates
 from hwkit.plugins.pipeline.registry import check_name
 from hwkit.tomlfile import read_toml
@@ -64,6 +67,9 @@ TASK_METRICS = (
     "latency_p95_s",
 )
 POSITIVE_METRICS = ("positives", "positives_scored", "positives_mean", "positives_min")
+# What the train stage records that [[gate]] may also name (the loss on the held-out rows
+# after training); registered with evaluate's, so change bounds compare with the champion's.
+TRAIN_METRICS = ("eval_loss",)
 
 
 class Positives(BaseModel):
@@ -135,7 +141,7 @@ class PipelineConfig(BaseModel):
 
     name: str
     data: DataConfig
-    augment: dict[str, Any] | None = None
+    augment: AugmentSettings | None = None  # ``hwkit data augment``'s own settings
     trainer: str = "sft"
     train: dict[str, Any] = Field(default_factory=dict)
     evaluate: EvaluateConfig | None = None
@@ -264,6 +270,42 @@ def _train_fields(
     return trainer, fields
 
 
+def _augment_fields(table: Any, where: str, base: Path) -> dict[str, Any]:
+    """``[augment]``: the fields of :class:`AugmentSettings` (``hwkit data augment``'s
+    options), checked by name here and by type when the file is validated."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: [augment] must be a table, got {table!r}", hint=HINT)
+    known = [f.name for f in dataclasses.fields(AugmentSettings)]
+    unknown = [key for key in table if key not in known]
+    if unknown:
+        raise ConfigError(
+            f"{where}: field 'augment.{unknown[0]}': unknown [augment] field",
+            hint=f"known: {', '.join(known)}",
+        )
+    fields = dict(table)
+    name = fields.get("model")
+    if isinstance(name, str) and name.startswith(".") and (base / name).exists():
+        fields["model"] = str((base / name).resolve())
+    return fields
+
+
+def _check_augment(cfg: PipelineConfig, where: str) -> None:
+    """The ranges ``hwkit data augment`` checks, named as the file's fields."""
+    if cfg.augment is None:
+        return
+    if cfg.data.kind != "sft":
+        raise ConfigError(
+            f"{where}: [augment] makes chat (SFT) rows; [data] kind is {cfg.data.kind!r}",
+            hint="remove [augment] or use kind = 'sft'",
+        )
+    try:
+        cfg.augment.validate()
+    except UsageError as exc:  # "--min-coherence 1.5 is outside [0, 1]"
+        flag, _, rest = exc.message.partition(" ")
+        name = flag.removeprefix("--").rstrip(":").replace("-", "_")
+        raise ConfigError(f"{where}: field 'augment.{name}': {rest}", hint=exc.hint) from None
+
+
 def _check_deploy(deploy: DeployConfig, where: str, runtime: Runtime | None) -> None:
     """The target is registered and takes these options (building one reaches no network)."""
     rt = runtime
@@ -290,10 +332,10 @@ def _check_metrics(cfg: PipelineConfig, where: str) -> None:
             f"{where}: [[gate]] on {cfg.gate[0].metric!r}: no [evaluate] table produces metrics",
             hint='add [evaluate] task = "json-score"',
         )
-    known = cfg.evaluate.metric_names() if cfg.evaluate is not None else ()
-    rows = [("gate", g) for g in cfg.gate]
-    rows += [("verify.gate", g) for g in (cfg.verify.gate if cfg.verify else [])]
-    for table, gate in rows:
+    task = cfg.evaluate.metric_names() if cfg.evaluate is not None else ()
+    rows = [("gate", g, task + TRAIN_METRICS) for g in cfg.gate]
+    rows += [("verify.gate", g, task) for g in (cfg.verify.gate if cfg.verify else [])]
+    for table, gate, known in rows:
         if gate.metric not in known:
             extra = ""
             if gate.metric in POSITIVE_METRICS:
@@ -345,12 +387,13 @@ def parse_pipeline(
     if not isinstance(train, dict):
         raise ConfigError(f"{where}: [train] must be a table, got {train!r}")
     doc["trainer"], doc["train"] = _train_fields(train, where, base, runtime)
-    if "augment" in doc and not isinstance(doc["augment"], dict):
-        raise ConfigError(f"{where}: [augment] must be a table")
+    if "augment" in doc:
+        doc["augment"] = _augment_fields(doc["augment"], where, base)
     try:
         cfg = PipelineConfig.model_validate(doc)
     except ValidationError as exc:
         raise _first_error(exc, where) from None
+    _check_augment(cfg, where)
     _check_metrics(cfg, where)
     if cfg.deploy is not None:
         _check_deploy(cfg.deploy, where, runtime)

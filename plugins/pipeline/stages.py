@@ -12,6 +12,7 @@ rolled back is :class:`VerifyFailed` (exit code 10), data below its readiness mi
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import time
 import urllib.error
@@ -182,11 +183,86 @@ def validate(ctx: Context) -> StageResult:
     )
 
 
+AUGMENTED = "augmented.jsonl"  # RUN/augment/: the augmented rows, as hwkit data augment writes them
+AUGMENT_REPORT_KEYS = ("train_rows", "generated", "kept", "rejected", "rejected_by_reason")
+
+
+def _drop_stale_partial(path: Path, fingerprint: Mapping[str, Any]) -> None:
+    """The partial file of generations is reused only when it was made with the same
+    generation settings (a changed threshold filters again without generating); one made
+    otherwise is deleted, not refused: the pipeline file changed, so augment starts over."""
+    if not path.is_file():
+        return
+    with path.open(encoding="utf-8") as fh:
+        first = fh.readline()
+    try:
+        header = json.loads(first).get("augment_partial")
+    except (ValueError, AttributeError):
+        header = None
+    if header != dict(fingerprint):
+        path.unlink()
+
+
 def augment(ctx: Context) -> StageResult:
-    """Not available yet: the table is accepted, nothing is generated."""
+    """``hwkit data augment`` on the data stage's train rows only (the held-out rows are
+    never augmented or shown to the generator, so evaluation stays honest): follow-ups and
+    continuations, kept when coherent with their source answer and not near-duplicates.
+    Writes ``augmented.jsonl`` (the rows augmented, then the kept generations, each with its
+    provenance), its rejects, ``report.json`` (the counts) and ``train.jsonl``: the data
+    stage's train rows as they were plus the kept generations, which train is handed."""
+    from hwkit.plugins.data import ColumnMapping, DataConfig
+    from hwkit.plugins.data.augment import augment as run_augment
+    from hwkit.plugins.data.augment import partial_path, rejects_path
+
+    settings = ctx.config.augment
+    assert settings is not None
+    out = ctx.dir("augment")
+    source = ctx.output("data", "train")
+    originals = rundir.read_jsonl(source)
+    target = out / AUGMENTED
+    _drop_stale_partial(partial_path(target), settings.fingerprint())
+    rows_cfg = DataConfig(
+        source=str(source),
+        mapping=ColumnMapping(messages="messages"),
+        dedupe="none",
+        validation_fraction=0.0,
+    )
+    summary = run_augment(rows_cfg, target, settings, runtime=ctx.runtime)
+    made = rundir.read_jsonl(target)
+    kept = [r for r in made if (r.get("provenance") or {}).get("kind") != "source"]
+    rows = originals + [{k: v for k, v in r.items() if k != "provenance"} for r in kept]
+    train_path = write_jsonl_atomic(out / rundir.TRAIN_DATA, rows)
+    report = {
+        "train_rows": len(originals),
+        "augmented_rows": summary.rows_in,
+        "duplicate_sources": summary.duplicate_sources,
+        "generated": summary.attempts,
+        "reused": summary.reused,
+        "generator_calls": summary.generator_calls,
+        "kept": summary.kept,
+        "kept_by_kind": summary.kept_by_kind,
+        "rejected": summary.rejected,
+        "rejected_by_reason": summary.rejected_by_reason,
+        "rows_out": len(rows),
+        "seconds": summary.seconds,
+        "settings": summary.settings,
+    }
+    report_path = write_json_atomic(out / "report.json", report)
+    reasons = ", ".join(f"{k} {v}" for k, v in summary.rejected_by_reason.items())
     return StageResult(
-        info={"available": False},
-        summary="[augment] is not available yet; the pipeline trains on the data as read",
+        outputs={
+            "augmented": ctx.rel(target),
+            "rejects": ctx.rel(rejects_path(target)),
+            "report": ctx.rel(report_path),
+            "train": ctx.rel(train_path),
+        },
+        metrics={k: report[k] for k in ("train_rows", "generated", "kept", "rejected", "rows_out")},
+        info={"model": settings.model, "rejected_by_reason": summary.rejected_by_reason},
+        summary=f"{summary.attempts} generated from {summary.rows_in} train "
+        f"row{'' if summary.rows_in == 1 else 's'}, "
+        f"{summary.kept} kept, {summary.rejected} rejected"
+        + (f" ({reasons})" if reasons else "")
+        + f"; train gets {len(rows)} rows ({len(originals)} + {summary.kept})",
     )
 
 
@@ -199,9 +275,11 @@ def interrupted(ctx: Context, stage: str) -> bool:
 
 
 def train(ctx: Context) -> StageResult:
-    """Train on the data stage's rows (not a second read of the source): they are handed
-    to the trainer the way a resumed run reads its own, so a train stage interrupted with
-    the same inputs goes on from its last complete checkpoint; otherwise it starts afresh."""
+    """Train on the data stage's rows (not a second read of the source), or with
+    ``[augment]`` on augment's train rows (the data stage's plus the kept generations; the
+    held-out rows are the data stage's either way): they are handed to the trainer the way
+    a resumed run reads its own, so a train stage interrupted with the same inputs goes on
+    from its last complete checkpoint; otherwise it starts afresh."""
     from hwkit.jobs import train as run_training
     from hwkit.plugins.trainers.base import DATA_REPORT
 
@@ -210,9 +288,13 @@ def train(ctx: Context) -> StageResult:
     if out.exists() and not interrupted(ctx, "train"):
         shutil.rmtree(out)  # another config's checkpoints must not be resumed
     out.mkdir(parents=True, exist_ok=True)
-    for name in (rundir.TRAIN_DATA, rundir.VALIDATION_DATA):
-        shutil.copyfile(ctx.output("data", name.removesuffix(".jsonl")), out / name)
+    rows_from = "data" if cfg.augment is None else "augment"
+    shutil.copyfile(ctx.output(rows_from, "train"), out / rundir.TRAIN_DATA)
+    shutil.copyfile(ctx.output("data", "validation"), out / rundir.VALIDATION_DATA)
     report = json.loads(ctx.output("data", "report").read_text(encoding="utf-8"))
+    if cfg.augment is not None:
+        counts = json.loads(ctx.output("augment", "report").read_text(encoding="utf-8"))
+        report["augment"] = {k: counts[k] for k in AUGMENT_REPORT_KEYS}
     write_jsonl_atomic(out / DATA_REPORT, [report])
     trainer_cls: Any = ctx.runtime.plugins.trainers.get(cfg.trainer)
     config = trainer_cls.config_model.model_validate(
@@ -220,7 +302,10 @@ def train(ctx: Context) -> StageResult:
     )
     result = run_training(trainer_cls(), config, runtime=ctx.runtime, resume=True)
     metrics: dict[str, Any] = {"steps": result.steps}
-    metrics.update(scoring.finite({k: v for k, v in result.metrics.items() if "loss" in k}))
+    losses = {k: v for k, v in result.metrics.items() if "loss" in k}
+    metrics.update(scoring.finite(losses))
+    # a loss that diverged (NaN, inf) stays, as NaN: a gate on it fails, it is not "missing"
+    metrics.update({k: math.nan for k in losses if k not in metrics and _number(losses[k])})
     loss = metrics.get("eval_loss")
     return StageResult(
         outputs={"run": ctx.rel(out)},
@@ -319,10 +404,23 @@ def _in_service(ctx: Context) -> str:
     return "no champion yet" if champion is None else f"champion v{champion.version} stays"
 
 
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def candidate_metrics(ctx: Context) -> dict[str, Any]:
+    """What ``[[gate]]`` checks and a registered version keeps: evaluate's metrics and the
+    train stage's held-out loss (``TRAIN_METRICS``)."""
+    from hwkit.plugins.pipeline.config import TRAIN_METRICS
+
+    trained = ctx.metrics("train")
+    return {**{k: trained[k] for k in TRAIN_METRICS if k in trained}, **ctx.metrics("evaluate")}
+
+
 def gate(ctx: Context) -> StageResult:
-    """Evaluate's metrics against ``[[gate]]`` (change bounds against the champion's);
-    ``gate/gate.json`` keeps every check, passed or not."""
-    metrics = ctx.metrics("evaluate")
+    """Evaluate's metrics (and train's ``eval_loss``) against ``[[gate]]`` (change bounds
+    against the champion's); ``gate/gate.json`` keeps every check, passed or not."""
+    metrics = candidate_metrics(ctx)
     result, path = _check_gates(ctx, "gate", ctx.config.gate, metrics)
     if not result.passed:
         raise GateFailed(
@@ -407,7 +505,7 @@ def register(ctx: Context) -> StageResult:
         existing = reg.register(
             cfg.name,
             artifacts,
-            metrics=scoring.finite(ctx.metrics("evaluate")),
+            metrics=scoring.finite(candidate_metrics(ctx)),
             run=run_id,
             source=mask_url(cfg.data.source),
             tags={"run": run_id, "candidate": candidate, "rows": str(rows)},
@@ -614,6 +712,11 @@ def promote(ctx: Context) -> StageResult:
     cfg, reg = ctx.config, ctx.registry
     number = version_number(ctx)
     before = ctx.champion()
+    was = "none" if before is None else f"v{before.version}"
+    if "gate" in ctx.records:  # the champion before this run (a deploy target such as
+        # ``serve`` may have made the candidate the champion already)
+        gated = json.loads(ctx.output("gate", "gate").read_text(encoding="utf-8"))
+        was = "none" if gated.get("champion") is None else f"v{gated['champion']}"
     reg.promote(cfg.name, number, reason=f"pipeline {ctx.run.absolute()}: gates passed")
     deployment = None
     if "deploy" in ctx.records:
@@ -626,7 +729,6 @@ def promote(ctx: Context) -> StageResult:
         deployment=deployment,
         run=str(ctx.run.absolute()),
     )
-    was = "none" if before is None else f"v{before.version}"
     path = write_json_atomic(
         ctx.dir("promote") / "promote.json", {"champion": number, "previous": was}
     )

@@ -137,13 +137,6 @@ def test_a_bad_gate_row_names_the_gate_and_field(tmp_path: Path) -> None:
     assert "gate 2 ('spearman')" in message and "treshold" in message
 
 
-def test_augment_is_accepted_and_not_available_yet(tmp_path: Path) -> None:
-    cfg = load_pipeline(write(tmp_path, "[augment]\nfactor = 2"))
-    assert cfg.stages()[:4] == ["data", "validate", "augment", "train"]
-    result = stages.augment(None)  # type: ignore[arg-type]
-    assert result.summary.startswith("[augment] is not available yet")
-
-
 def test_fingerprints_change_from_the_changed_stage_on(tmp_path: Path) -> None:
     before = load_pipeline(write(tmp_path)).fingerprints()
     path = tmp_path / "pipeline.toml"
