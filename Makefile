@@ -9,6 +9,9 @@ PIP := $(PY) -m pip
 RUN_STAMP := $(VENV)/.hwkit-installed
 TEST_STAMP := $(VENV)/.hwkit-test-installed
 PYTEST_ARGS ?=
+# Test processes (pytest-xdist), whole files each: most slow tests wait on subprocesses,
+# servers and model loads, so two share two cores well. 1 runs them in this process.
+PYTEST_WORKERS ?= 2
 
 .PHONY: install install-test system-deps demo test lint typecheck bench clean
 
@@ -50,7 +53,8 @@ demo: install
 # The example third-party backend is not installed: the tests put it on the path themselves
 # (tests/example_backend.py), so it never shows up in a user's `hwkit doctor`.
 test: install-test system-deps
-	$(PY) -m pytest -q --timeout=900 tests examples/hwkit-example-backend/tests $(PYTEST_ARGS)
+	$(PY) -m pytest -q --timeout=900 -n $(PYTEST_WORKERS) --dist loadfile \
+		tests examples/hwkit-example-backend/tests $(PYTEST_ARGS)
 
 lint: install-test
 	$(PY) -m ruff check core backends plugins profiles tests bench examples

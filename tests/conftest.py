@@ -44,13 +44,17 @@ def _no_profile_override(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(scope="session")
-def tiny_cross_encoder(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tiny_cross_encoder(shared_data: Path) -> Path:
     """A ``hwkit train cross-encoder`` run directory: a few steps on a SciFact slice
-    (tests/cross_encoder_kit.py), trained once per session; its ``model/`` is a weak but
-    real reranker."""
-    from tests.cross_encoder_kit import scifact_slice, train_tiny
+    (tests/cross_encoder_kit.py), trained once for all test processes (read-only: copy it
+    to change it); its ``model/`` is a weak but real reranker."""
+    import hwkit.plugins.trainers.cross_encoder as cross_encoder
+    from tests import cross_encoder_kit
+    from tests.fixture_cache import built_once, package_files
 
-    data = scifact_slice(shared_data / "scifact", tmp_path_factory.mktemp("scifact-slice"))
-    out = tmp_path_factory.mktemp("cross-encoder") / "run"
-    train_tiny(data, out)
-    return out
+    def build(folder: Path) -> None:
+        data = cross_encoder_kit.scifact_slice(shared_data / "scifact", folder / "slice")
+        cross_encoder_kit.train_tiny(data, folder / "run")
+
+    sources = [*package_files(cross_encoder), Path(cross_encoder_kit.__file__)]
+    return built_once("tiny-cross-encoder", sources, build) / "run"

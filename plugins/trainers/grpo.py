@@ -94,6 +94,15 @@ def longest_first(rows: list[dict[str, Any]], lengths: Sequence[int], seed: int)
     return order
 
 
+def prompt_ids(tokenizer: Any, prompt: list[dict[str, str]]) -> list[int]:
+    """The prompt's token ids as the model sees them: chat template and generation prompt
+    (transformers returns ids or a mapping holding them, by version)."""
+    ids = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True)
+    if isinstance(ids, Mapping):
+        ids = ids["input_ids"]
+    return [int(i) for i in ids]
+
+
 def text_of(item: Any) -> str:
     """A trl prompt or completion (a string, or a list of chat messages) as text: the last
     message's content."""
@@ -174,9 +183,7 @@ class GRPOTrainerPlugin(HFTrainerPlugin):
         kept, lengths, rejects = [], [], []
         for i, row in enumerate(data.train):
             prompt, _ = _split(row["messages"])
-            n = len(
-                tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True)
-            )
+            n = len(prompt_ids(tokenizer, prompt))
             if n > room:
                 rejects.append(
                     Reject(
@@ -330,8 +337,7 @@ def probe(trainer: Any, plan: Plan, cfg: GRPOConfig) -> None:
     first = dataset[0]["prompt"]
     tokenizer = trainer.processing_class
     model = trainer.model
-    ids = tokenizer.apply_chat_template(first, add_generation_prompt=True, return_tensors="pt")
-    ids = ids["input_ids"] if isinstance(ids, Mapping) else ids
+    ids = torch.tensor([prompt_ids(tokenizer, first)])
     sequences = int(plan.generation_batch or plan.micro_batch)
     device = next(model.parameters()).device
     batch = ids.to(device).repeat(sequences, 1)

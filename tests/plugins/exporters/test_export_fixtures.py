@@ -8,11 +8,11 @@ The adapter's B matrices are random (not peft's zeros) so merging changes the mo
 from __future__ import annotations
 
 import os
-import shutil
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
+from tests.fixture_cache import built_once, package_files
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -63,11 +63,16 @@ def lora_run(smol: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def merged_lora(lora_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The LoRA run merged into a standalone HF directory by the ``merged`` exporter."""
+    import hwkit.plugins.exporters as exporters
     from hwkit.plugins.exporters import MergedExporter
 
     if "merged_lora" not in _MEMO:
-        out = tmp_path_factory.mktemp("merged") / "merged"
-        _MEMO["merged_lora"] = MergedExporter().export(lora_run, out)
+        folder = built_once(
+            "merged-lora",
+            [*package_files(exporters), Path(__file__)],
+            lambda out: MergedExporter().export(lora_run, out / "merged"),
+        )
+        _MEMO["merged_lora"] = folder / "merged"
     return _MEMO["merged_lora"]
 
 
@@ -76,6 +81,7 @@ def smol_openvino_kv(smol: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     """SmolLM2 exported once as KV-cache OpenVINO IRs, FP16 and INT8 weights, verified:
     ``OUT/openvino-kv-fp16/`` and ``OUT/openvino-kv-int8/`` (OUT is returned). Skipped,
     naming the extra, where openvino-tokenizers is not installed."""
+    import hwkit.plugins.exporters as exporters
     from hwkit.extras import install_hint, is_available
     from hwkit.plugins.exporters import OpenVINOExporter
 
@@ -84,35 +90,7 @@ def smol_openvino_kv(smol: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     if "smol_openvino_kv" not in _MEMO:
         _MEMO["smol_openvino_kv"] = built_once(
             "smol-openvino-kv",
-            ("openvino_export.py", "openvino_stateful.py", "verify.py"),
+            package_files(exporters),
             lambda out: OpenVINOExporter().export(smol, out, precision="fp16,int8", kv_cache=True),
         )
     return _MEMO["smol_openvino_kv"]
-
-
-def built_once(name: str, sources: tuple[str, ...], build: Callable[[Path], object]) -> Path:
-    """A fixture's output built once for every test process (pytest-xdist workers too):
-    under a file lock in the test cache, keyed by the exporter sources it depends on, so a
-    changed exporter builds afresh; the first process builds, the others wait and reuse."""
-    import fcntl
-    import hashlib
-
-    import hwkit.plugins.exporters as exporters
-    from hwkit.paths import cache_root
-
-    folder = Path(exporters.__file__).parent
-    digest = hashlib.sha256(b"".join((folder / f).read_bytes() for f in sources)).hexdigest()
-    root = cache_root() / "test-fixtures"
-    root.mkdir(parents=True, exist_ok=True)
-    target = root / f"{name}-{digest[:12]}"
-    with (root / f"{name}.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (target / ".complete").is_file():
-            shutil.rmtree(target, ignore_errors=True)
-            staging = root / f".{name}-{os.getpid()}"
-            shutil.rmtree(staging, ignore_errors=True)
-            staging.mkdir()
-            build(staging)
-            (staging / ".complete").touch()
-            os.replace(staging, target)
-    return target

@@ -142,9 +142,20 @@ def test_a_short_run_plans_samples_rewards_checkpoints_and_resumes(
     plan = json.loads((out / "plan.json").read_text())
     assert plan["job"] == "grpo" and plan["group_size"] == 2 and plan["completion_len"] == 8
     assert plan["generation_batch"] in (2, 4) and "group_size" in plan["reasons"]
+    # the update is planned at the longest prompt (chat template included) plus completion
+    from transformers import AutoTokenizer
+
+    from hwkit.models import resolve_model
+    from hwkit.plugins.trainers.grpo import prompt_ids
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model("smollm2-135m-instruct"))
+    rows = [json.loads(x) for x in (out / "train.jsonl").read_text().splitlines()]
+    longest = max(len(prompt_ids(tokenizer, r["messages"][:-1])) for r in rows)
+    assert longest > 30 and plan["max_seq_len"] == longest + 8
     events = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
     probe = next(e for e in events if e["event"] == "grpo.probe")
     assert probe["completion_tokens"] == 8 and probe["sequences"] == plan["generation_batch"]
+    assert probe["prompt_tokens"] == longest
     metrics = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     logged = {k for m in metrics for k in m}
     assert {"rewards/json_valid/mean", "rewards/length/mean", "reward"} <= logged, logged
