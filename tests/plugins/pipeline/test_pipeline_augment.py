@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
 from collections import Counter
 from collections.abc import Iterator
@@ -34,6 +33,7 @@ from hwkit.plugins.pipeline.config import load_pipeline
 from hwkit.plugins.pipeline.runner import read_state, run_pipeline
 from hwkit.plugins.trainers.base import DATA_REPORT
 from hwkit.trainer import TrainResult
+from tests.plugins.data.test_augment import one_core
 
 MODEL = str(SMOLLM2.gguf_path())
 COHERENCE = 0.1
@@ -156,21 +156,6 @@ def test_a_partial_made_with_other_generation_settings_is_dropped(tmp_path: Path
 
 
 # -- a real run ----------------------------------------------------------------------------------
-@contextlib.contextmanager
-def one_core() -> Iterator[None]:
-    """llama.cpp on one core: its threads spin waiting for each other on a shared CPU
-    (tests/plugins/data/test_augment.py measured 84 s against 6 s for 32 tokens)."""
-    if not hasattr(os, "sched_getaffinity"):
-        yield
-        return
-    cores = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, {min(cores)})
-    try:
-        yield
-    finally:
-        os.sched_setaffinity(0, cores)
-
-
 class Calls:
     """Generators augment loads (counting their calls) and the rows train was handed."""
 

@@ -33,6 +33,7 @@ from hwkit.plugins.pipeline.runner import Outcome, read_state, run_pipeline
 from hwkit.plugins.pipeline.stages import EXIT_GATE_FAILED, GateFailed
 from hwkit.runtime import Runtime
 from tests.pg_fixture import PgServer, postgres_server  # noqa: F401
+from tests.plugins.pipeline.test_pipeline_run import INSTRUCTION  # the team's instruction
 from tests.plugins.serving.live_server import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
@@ -44,20 +45,6 @@ NAME = "profile-scorer"
 DATABASE = "hwkit_profile_scorer"
 SERVER_START_S = 120.0
 COLUMNS = "username AS handle, display_name, bio, created_at, follower_count, location, scored_by"
-
-# The instruction the team used with its API model (../shared/data/profiles/SOURCE.md).
-INSTRUCTION = """Score this profile. Given the following profile attributes, return a JSON \
-object with: 'handle', 'score' (0.00-1.00 likelihood of being a real person who is an \
-academic researcher), 'reason'.
-
-PROFILE ATTRIBUTES:
-handle: {handle}
-displayName: {display_name}
-bio: {bio}
-created_at: {created_at}
-followerCount: {follower_count}
-location: {location}
-(Scored by model: {scored_by})"""
 
 PIPELINE = '''
 name = "profile-scorer"
