@@ -36,7 +36,7 @@ class Job:
     ``completion_len``, and ``group_size`` None lets the allocator pick from
     :data:`GROUP_SIZES`. With ``lora_rank`` None it trains every weight; ``reference``
     keeps a frozen reference model for the KL term (LoRA needs no copy: the adapter is
-    switched off).
+    switched off). ``lora_dropout`` counts the inputs LoRA dropout keeps for backward.
     """
 
     kind: JobKind
@@ -51,6 +51,7 @@ class Job:
     group_size: int | None = None
     completion_len: int = 0
     reference: bool = False
+    lora_dropout: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.model, str):  # accept a name or path for convenience

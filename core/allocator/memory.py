@@ -47,7 +47,9 @@ class Settings:
     generation_batch: int = 0
 
 
-def _act_elems_per_token_layer(spec: ModelSpec, lora_rank: int | None) -> int:
+def _act_elems_per_token_layer(
+    spec: ModelSpec, lora_rank: int | None, lora_dropout: bool = False
+) -> int:
     """Tensor elements one block saves for backward, per token.
 
     Decoder (Llama-style): residual input and its norm, rotated q, keys and values after
@@ -62,6 +64,8 @@ def _act_elems_per_token_layer(spec: ModelSpec, lora_rank: int | None) -> int:
         elems += 3 * h + i  # dropout outputs after attention, output and intermediate
     if lora_rank:
         elems += spec.lora_modules() * lora_rank
+        if lora_dropout:
+            elems += spec.lora_input_elems()
     return elems
 
 
@@ -147,7 +151,10 @@ def estimate(job: Job, settings: Settings) -> MemoryEstimate:
 
     upcast = 0 if dtype_b == 4 else 2 * spec.hidden * 4  # norms compute in float32
     if job.trains:
-        per_layer = _act_elems_per_token_layer(spec, job.lora_rank) * dtype_b + upcast
+        per_layer = _act_elems_per_token_layer(spec, job.lora_rank, job.lora_dropout) * dtype_b
+        per_layer += upcast
+        if job.lora_rank and job.lora_dropout:
+            per_layer += spec.lora_input_elems()  # the dropout masks, a byte per element
         square = _attention_square_bytes(spec, job.seq_len, settings.attention, dtype_b) * rows
         if settings.gradient_checkpointing:
             stored = spec.num_layers * spec.hidden * dtype_b * tokens

@@ -219,6 +219,13 @@ class ModelSpec:
     def lora_modules(self) -> int:
         return 4 + self.mlp_matrices
 
+    def lora_input_elems(self) -> int:
+        """Per token and layer: the inputs of every adapted projection (q, k, v and gate,
+        up read the block's hidden state, o the attention output, down the MLP's), which
+        LoRA dropout copies and keeps for backward, one copy per projection."""
+        mlp_in = (self.mlp_matrices - 1) * self.hidden + self.intermediate
+        return 3 * self.hidden + self.q_dim + mlp_in
+
 
 def _aliases() -> list[str]:
     return [stem.replace("--", "/") for stem in _SHIPPED] + [

@@ -130,6 +130,7 @@ class HFTrainerPlugin(Trainer):
             quantization="nf4" if config.method == "qlora" else config.quantization,
             gradient_checkpointing=config.gradient_checkpointing,
             micro_batch=config.micro_batch,
+            lora_dropout=kind != "full" and config.lora_dropout > 0,
         )
 
     def fit(

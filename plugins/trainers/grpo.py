@@ -232,6 +232,7 @@ class GRPOTrainerPlugin(HFTrainerPlugin):
             gradient_checkpointing=config.gradient_checkpointing,
             micro_batch=config.micro_batch,
             reference=full and config.beta > 0,
+            lora_dropout=not full and config.lora_dropout > 0,
         )
 
     def _datasets(self, train: Any, eval_data: Any | None) -> tuple[Any, Any | None]:

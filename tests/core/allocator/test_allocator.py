@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -256,3 +257,19 @@ def test_cli_plan_json_and_errors(
         code, _, err = run_cli(args, monkeypatch, capsys)
         assert code == want_code, (args, err)
         assert text in err and err.count("\n") == 1, err
+
+
+def test_lora_dropout_counts_each_adapted_inputs_copy_and_mask() -> None:
+    """With dropout every LoRA branch keeps a dropped-out copy of its projection's input
+    and a one-byte mask (docs/allocator.md, "LoRA dropout"); full training has no adapters."""
+    settings = Settings("float32", "none", 2, False)
+    plain = Job("sft", SMOL, seq_len=128, effective_batch=2, lora_rank=8)
+    dropped = Job("sft", SMOL, seq_len=128, effective_batch=2, lora_rank=8, lora_dropout=True)
+    per_token = SMOL.lora_input_elems() * (4 + 1)  # float32 copy + mask
+    extra = estimate(dropped, settings).activations - estimate(plain, settings).activations
+    assert extra == SMOL.num_layers * per_token * 2 * 128
+    assert SMOL.lora_input_elems() == 3 * 576 + 576 + 2 * 576 + 1536  # qkv, o, gate+up, down
+    full = Job("full", SMOL, seq_len=128, effective_batch=2, lora_dropout=True)
+    assert estimate(full, settings) == estimate(
+        dataclasses.replace(full, lora_dropout=False), settings
+    )
