@@ -12,15 +12,13 @@ from hwkit.errors import UsageError
 from hwkit.plugins.exporters import OpenVINOExporter
 from tests.plugins.exporters.test_export_fixtures import smol  # noqa: F401
 
-# FP16 weights are checked on the KV-cache export (test_export_openvino_kv.py), which
-# makes both precisions; this full-sequence export is checked in INT8 (NNCF) only.
-TARGETS = {"int8": (0.90, 0.97)}
+TARGETS = {"fp16": (0.99, 0.99), "int8": (0.90, 0.97)}
 
 
-def test_openvino_int8_agrees_with_torch(smol: Path, tmp_path: Path) -> None:
+def test_openvino_fp16_and_int8_agree_with_torch(smol: Path, tmp_path: Path) -> None:
     import openvino as ov
 
-    assert OpenVINOExporter().export(smol, tmp_path, precision="int8") == tmp_path
+    assert OpenVINOExporter().export(smol, tmp_path, precision="fp16,int8") == tmp_path
     for precision, (target, decisive) in TARGETS.items():
         ir_dir = tmp_path / f"openvino-{precision}"
         figures = json.loads((ir_dir / "export.json").read_text())
@@ -34,7 +32,10 @@ def test_openvino_int8_agrees_with_torch(smol: Path, tmp_path: Path) -> None:
             if op.get_type_name() == "Constant"
         }
         assert ("u8" if precision == "int8" else "f16") in weight_types
-    assert set(json.loads((tmp_path / "export.json").read_text())) == {"openvino-int8"}
+    assert set(json.loads((tmp_path / "export.json").read_text())) == {
+        "openvino-fp16",
+        "openvino-int8",
+    }
     assert not list(tmp_path.glob(".*partial"))
 
 
