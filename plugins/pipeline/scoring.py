@@ -122,11 +122,15 @@ def gate_values(metrics: dict[str, Any]) -> dict[str, float]:
     return {k: math.nan if v is None else float(v) for k, v in metrics.items()}
 
 
+def is_number(value: Any) -> bool:
+    """An int or float (a bool is not a metric value)."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def finite(metrics: dict[str, Any]) -> dict[str, float]:
     """The metrics a registry version keeps: numbers only, no None or NaN."""
     out: dict[str, float] = {}
     for key, value in metrics.items():
-        number = isinstance(value, int | float) and not isinstance(value, bool)
-        if number and math.isfinite(float(value)):
+        if is_number(value) and math.isfinite(float(value)):
             out[key] = float(value)
     return out

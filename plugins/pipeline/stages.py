@@ -305,7 +305,8 @@ def train(ctx: Context) -> StageResult:
     losses = {k: v for k, v in result.metrics.items() if "loss" in k}
     metrics.update(scoring.finite(losses))
     # a loss that diverged (NaN, inf) stays, as NaN: a gate on it fails, it is not "missing"
-    metrics.update({k: math.nan for k in losses if k not in metrics and _number(losses[k])})
+    diverged = [k for k in losses if k not in metrics and scoring.is_number(losses[k])]
+    metrics.update(dict.fromkeys(diverged, math.nan))
     loss = metrics.get("eval_loss")
     return StageResult(
         outputs={"run": ctx.rel(out)},
@@ -402,10 +403,6 @@ def _check_gates(
 def _in_service(ctx: Context) -> str:
     champion = ctx.champion()
     return "no champion yet" if champion is None else f"champion v{champion.version} stays"
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def candidate_metrics(ctx: Context) -> dict[str, Any]:

@@ -157,15 +157,15 @@ class CompositeReward:
         rows: Sequence[Mapping[str, Any]],
     ) -> list[float]:
         check_lengths(prompts, completions, rows)
-        total = [0.0] * len(completions)
-        failed = [False] * len(completions)
-        for component in self.components:
-            values = component(prompts, completions, rows)
-            for i, value in enumerate(values):
-                total[i] += component.weight * value
-                failed[i] = failed[i] or component.last_failed[i]
-        self.last_failed = failed
-        return [t / self.total_weight for t in total]
+        values = self.score_components(prompts, completions, rows)
+        flags = [c.last_failed for c in self.components]
+        self.last_failed = [any(f) for f in zip(*flags, strict=True)]
+        return self.combine(values)
+
+    def combine(self, values: Mapping[str, Sequence[float]]) -> list[float]:
+        """The weighted mean per completion of each component's values (keyed by key)."""
+        columns = [[c.weight * v for v in values[c.key]] for c in self.components]
+        return [sum(parts) / self.total_weight for parts in zip(*columns, strict=True)]
 
     def score_components(
         self,

@@ -119,7 +119,6 @@ def trl_reward_funcs(
 ) -> tuple[list[Callable[..., list[float | None]]], list[float]]:
     """One trl reward function per component (trl logs each by name) and their weights,
     normalised to sum to 1 so the total is the composite's weighted mean."""
-    total = sum(c.weight for c in composite.components)
     funcs: list[Callable[..., list[float | None]]] = []
     for component in composite.components:
 
@@ -132,7 +131,7 @@ def trl_reward_funcs(
 
         reward.__name__ = component.key
         funcs.append(reward)
-    return funcs, [c.weight / total for c in composite.components]
+    return funcs, [c.weight / composite.total_weight for c in composite.components]
 
 
 class GRPOTrainerPlugin(HFTrainerPlugin):

@@ -70,14 +70,10 @@ def held_out_reward(
     prompts = [text_of(r["prompt"]) for r in rows]
     columns = [{k: v for k, v in r.items() if k != "prompt"} for r in rows]
     metrics: dict[str, Any] = {"eval_rows": len(rows)}
-    total = sum(c.weight for c in composite.components)
-    combined = [0.0] * len(rows)
-    for component in composite.components:
-        scores = component(prompts, completions, columns)
-        metrics[f"eval_reward/{component.key}"] = _mean(scores)
-        for i, s in enumerate(scores):
-            combined[i] += component.weight * s / total
-    metrics["eval_reward"] = _mean(combined)
+    values = composite.score_components(prompts, completions, columns)
+    for key, scores in values.items():
+        metrics[f"eval_reward/{key}"] = _mean(scores)
+    metrics["eval_reward"] = _mean(composite.combine(values))
     metrics["samples"] = [
         {"prompt": p[-200:], "completion": c}
         for p, c in zip(prompts[:3], completions[:3], strict=False)
