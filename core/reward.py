@@ -86,6 +86,9 @@ class Reward(ABC):
     name: ClassVar[str]
     description: ClassVar[str] = ""
     options_model: ClassVar[type[RewardOptions]] = RewardOptions
+    # False for a reward of the row alone (``columns``): every completion of a prompt gets
+    # the same value, which GRPO's group-relative advantage cancels (DPO pairs can use it)
+    reads_completion: ClassVar[bool] = True
 
     def __init__(self, **options: Any) -> None:
         self.options = validate_options(

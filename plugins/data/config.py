@@ -17,6 +17,19 @@ from hwkit.tomlfile import read_toml
 FeedbackKind = Literal["auto", "pairs", "thumbs", "ab", "correction", "rating"]
 
 
+# Keys a prepared row or a GRPO prompt row has of its own: a kept column may not take them.
+RESERVED_KEYS = (
+    "messages",
+    "chosen",
+    "rejected",
+    "columns",
+    "prompt",
+    "completion",
+    "reference",
+    "hwkit_columns",
+)
+
+
 class ColumnMapping(BaseModel):
     """Column names; ``None`` means auto-detect from common names (see docs/data.md)."""
 
@@ -41,6 +54,23 @@ class ColumnMapping(BaseModel):
     choice: str | None = None
     corrected: str | None = None
     rating: str | None = None
+    # source columns copied onto every prepared row, under "columns" (rewards read them)
+    keep: list[str] = Field(default_factory=list)
+
+    @field_validator("keep")
+    @classmethod
+    def _keep_names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not name.strip():
+                raise ValueError("an empty column name")
+            if name in RESERVED_KEYS:
+                raise ValueError(
+                    f"{name!r} is a key of the prepared row itself; rename the column in "
+                    "the query (SELECT x AS other)"
+                )
+        if len(set(value)) != len(value):
+            raise ValueError("a column is named twice")
+        return value
 
 
 class ReadinessThresholds(BaseModel):

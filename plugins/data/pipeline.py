@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from hwkit.atomic import write_jsonl_atomic, write_text_atomic
+from hwkit.errors import ConfigError
 from hwkit.log import get_logger
 from hwkit.plugins.data import dedupe as dedupe_mod
 from hwkit.plugins.data import preference, sft
@@ -90,6 +91,12 @@ def prepare(cfg: DataConfig, rejects_path: Path | None = None) -> PreparedData:
     """Run the pipeline; with ``rejects_path`` the rejects are also written there (JSONL)."""
     loaded = load(cfg)
     cols = Columns(loaded.columns(), cfg.mapping, loaded.name)
+    if cfg.mapping.keep and cfg.kind != "sft":
+        raise ConfigError(
+            f"{loaded.name}: mapping.keep applies to sft rows (prompts whose rewards read "
+            "source columns), not to preference pairs",
+            hint='remove mapping.keep or set kind = "sft"',
+        )
     ledger = Ledger()
     records: list[RawRecord] = loaded.records
     examples: list[Example]

@@ -54,6 +54,7 @@ class SftPlan:
     category: str | None = None
     targets: list[str] | None = None
     fields: list[str] | None = None
+    keep: tuple[str, ...] = ()  # source columns copied onto the row under "columns"
 
 
 def template_fields(template: str) -> list[str]:
@@ -81,6 +82,15 @@ def template_fields(template: str) -> list[str]:
 
 def resolve(cfg: DataConfig, cols: Columns) -> SftPlan:
     """Check the mapping against the source's columns once, before any row is read."""
+    for name in cfg.mapping.keep:
+        if not cols.has(name):
+            raise cols.missing(name, "keep")
+    plan = _resolve(cfg, cols)
+    plan.keep = tuple(cfg.mapping.keep)
+    return plan
+
+
+def _resolve(cfg: DataConfig, cols: Columns) -> SftPlan:
     category = cols.find("category")
     system = cols.find("system")
     if cfg.template is not None:
@@ -226,7 +236,24 @@ def build(rec: RawRecord, plan: SftPlan, cfg: DataConfig) -> Example:
     if not answer.strip():
         raise RowError("empty_answer", "the answer is empty")
     category = as_text(data.get(plan.category)) if plan.category else None
-    return Example({"messages": msgs}, answer, prompt, category or None, [rec])
+    row: dict[str, Any] = {"messages": msgs}
+    if plan.keep:
+        row[KEPT] = {name: kept_value(data.get(name)) for name in plan.keep}
+    return Example(row, answer, prompt, category or None, [rec])
+
+
+KEPT = "columns"  # the prepared row's key for mapping.keep's columns
+
+
+def kept_value(value: Any) -> Any:
+    """A kept cell as JSON: numbers as numbers (a CSV's "0.99", PostgreSQL's Decimal), an
+    empty cell as None, a date or other value as its text."""
+    value = _typed(value)
+    if value == "":
+        return None
+    if value is None or isinstance(value, bool | int | float | str | list | dict):
+        return value
+    return str(value)
 
 
 def build_all(

@@ -180,6 +180,7 @@ class ColumnsReward(Reward):
     description = "weighted mean of the row's columns, each normalised over the dataset (fit)"
     options_model = ColumnsOptions
     options: ColumnsOptions
+    reads_completion = False
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)

@@ -263,7 +263,12 @@ class HFTrainerPlugin(Trainer):
             ckpt.remove_incomplete(folder)
         start_from = ckpt.latest_complete(folder)
         if start_from is None:
-            log.warning("train.resume_without_checkpoint", run=str(output_dir))
+            # steps logged but none saved are lost work; nothing logged is a fresh start (a
+            # pipeline hands its rows to a new run this way)
+            lost = metrics.is_file() and metrics.stat().st_size > 0
+            (log.warning if lost else log.info)(
+                "train.resume_without_checkpoint", run=str(output_dir)
+            )
         if rank == 0:
             truncate_metrics(metrics, (ckpt.step_of(start_from) or 0) if start_from else 0)
         return start_from
@@ -272,8 +277,18 @@ class HFTrainerPlugin(Trainer):
         """datasets.Dataset views of the rows; the validation rows capped at eval.max_rows."""
         from datasets import Dataset
 
-        train_ds = train if isinstance(train, Dataset) else Dataset.from_list(list(train))
+        train_ds = train if isinstance(train, Dataset) else Dataset.from_list(_trl_rows(train))
         if eval_data is None or not len(eval_data):
             return train_ds, None
-        rows = eval_data if isinstance(eval_data, Dataset) else Dataset.from_list(list(eval_data))
+        rows = (
+            eval_data if isinstance(eval_data, Dataset) else Dataset.from_list(_trl_rows(eval_data))
+        )
         return train_ds, rows.select(range(min(len(rows), self.config.eval.max_rows)))
+
+
+def _trl_rows(rows: Any) -> list[dict[str, Any]]:
+    """Rows for trl's SFT and DPO trainers: without the source columns the data kept for
+    rewards (``mapping.keep``), which these trainers do not read."""
+    from hwkit.plugins.data.sft import KEPT
+
+    return [{k: v for k, v in row.items() if k != KEPT} for row in rows]

@@ -3,7 +3,10 @@
 The run directory says everything needed: ``report.json`` (trainer, base model directory),
 ``config.toml`` (eval settings, sequence length) and ``validation.jsonl`` (the held-out
 rows the run never trained on). For a LoRA run the "before" numbers come from the same
-network with the adapter disabled, so no second model is loaded.
+network with the adapter disabled, so no second model is loaded. A ``grpo`` run with
+``[[reward]]`` tables also gets its held-out reward (``eval_reward``, ``eval_reward/KEY``),
+measured as the trainer measures it: greedy completions of the validation prompts, scored
+by the run's rewards fitted on its training prompts.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import json
 import math
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +28,8 @@ from hwkit.log import get_logger
 
 if TYPE_CHECKING:
     from hwkit.jobs import Placement
+    from hwkit.plugins.rewards.composite import CompositeReward
+    from hwkit.plugins.trainers.grpo import GRPOConfig
     from hwkit.runtime import Runtime
 
 log = get_logger("hwkit.eval")
@@ -72,35 +78,49 @@ def evaluate_run(
     max_rows = int(settings.get("max_rows", 64))
     seq_len = int(config.get("max_seq_len", 512))
     validation = rundir.read_jsonl(run_dir / rundir.VALIDATION_DATA)[:max_rows]
-    placement = _placement(run_dir, report, seq_len + new_tokens, runtime)
-    model, tokenizer, is_adapter = load_trained(run_dir, report, placement)
-    model.eval()
-    before = _adapter_off(model) if is_adapter else None
-    kind = "preference" if validation and "chosen" in validation[0] else "sft"
-    metrics: dict[str, Any] = {"validation_rows": len(validation)}
-    with torch.no_grad():
-        if kind == "sft" and validation:
-            only = bool(config.get("completion_only_loss", False))
-            loss = sft_loss(model, tokenizer, validation, seq_len, completion_only=only)
-            metrics.update(eval_loss=loss, perplexity=math.exp(min(loss, 50)))
-            if before is not None:
-                with before():
-                    base = sft_loss(model, tokenizer, validation, seq_len, completion_only=only)
-                metrics.update(base_eval_loss=base, base_perplexity=math.exp(min(base, 50)))
-        elif kind == "preference" and validation and before is not None:
-            beta = float(config.get("beta", 0.1))
-            metrics.update(preference_metrics(model, tokenizer, validation, seq_len, beta, before))
-        prompts = _prompts(settings.get("prompts") or [], validation, n_samples)
-        generated = []
-        for messages, reference in prompts:
-            after = generate(model, tokenizer, messages, new_tokens)
-            item: dict[str, Any] = {"prompt": messages[-1]["content"], "after": after}
-            if before is not None:
-                with before():
-                    item["before"] = generate(model, tokenizer, messages, new_tokens)
-            if reference is not None:
-                item["reference"] = reference
-            generated.append(item)
+    # before the model loads, so a reward no longer registered fails at once
+    rewards = grpo_rewards(run_dir, report, config)
+    with rewards.composite if rewards is not None else contextlib.nullcontext():
+        reward_tokens = 0
+        if rewards is not None:
+            reward_tokens = max_new_tokens or rewards.config.max_completion_length
+        placement = _placement(run_dir, report, seq_len + max(new_tokens, reward_tokens), runtime)
+        model, tokenizer, is_adapter = load_trained(run_dir, report, placement)
+        model.eval()
+        before = _adapter_off(model) if is_adapter else None
+        kind = "preference" if validation and "chosen" in validation[0] else "sft"
+        metrics: dict[str, Any] = {"validation_rows": len(validation)}
+        with torch.no_grad():
+            if kind == "sft" and validation:
+                only = bool(config.get("completion_only_loss", False))
+                loss = sft_loss(model, tokenizer, validation, seq_len, completion_only=only)
+                metrics.update(eval_loss=loss, perplexity=math.exp(min(loss, 50)))
+                if before is not None:
+                    with before():
+                        base = sft_loss(model, tokenizer, validation, seq_len, completion_only=only)
+                    metrics.update(base_eval_loss=base, base_perplexity=math.exp(min(base, 50)))
+            elif kind == "preference" and validation and before is not None:
+                beta = float(config.get("beta", 0.1))
+                metrics.update(
+                    preference_metrics(model, tokenizer, validation, seq_len, beta, before)
+                )
+            if rewards is not None:
+                metrics.update(rewards.measure(model, tokenizer, reward_tokens))
+                if before is not None:
+                    with before():
+                        base_reward = rewards.measure(model, tokenizer, reward_tokens)
+                    metrics.update({f"base_{k}": v for k, v in base_reward.items()})
+            prompts = _prompts(settings.get("prompts") or [], validation, n_samples)
+            generated = []
+            for messages, reference in prompts:
+                after = generate(model, tokenizer, messages, new_tokens)
+                item: dict[str, Any] = {"prompt": messages[-1]["content"], "after": after}
+                if before is not None:
+                    with before():
+                        item["before"] = generate(model, tokenizer, messages, new_tokens)
+                if reference is not None:
+                    item["reference"] = reference
+                generated.append(item)
     field = settings.get("json_score_field")
     if field:
         metrics.update(json_metrics(generated, field))
@@ -116,6 +136,49 @@ def evaluate_run(
     atomic.write_json_atomic(run_dir / rundir.EVAL, result)
     log.info("eval.done", run=str(run_dir), **{k: v for k, v in metrics.items()})
     return result
+
+
+@dataclass
+class GRPORewards:
+    """A grpo run's held-out prompt rows and its composite reward, fitted as in training."""
+
+    config: GRPOConfig
+    rows: list[dict[str, Any]]
+    composite: CompositeReward
+
+    def measure(self, model: Any, tokenizer: Any, max_new_tokens: int) -> dict[str, float]:
+        """``eval_reward`` and ``eval_reward/KEY`` of ``model`` (greedy) on the rows."""
+        from hwkit.plugins.trainers.heldout_reward import held_out_reward
+
+        out = held_out_reward(
+            model, tokenizer, self.rows, self.composite, max_new_tokens=max_new_tokens
+        )
+        return {k: v for k, v in out.items() if k.startswith("eval_reward")}
+
+
+def grpo_rewards(
+    run_dir: Path, report: dict[str, Any], config: dict[str, Any]
+) -> GRPORewards | None:
+    """For a ``grpo`` run with rewards, the held-out rows and the composite the trainer
+    used: the run's own rows (``train.jsonl``, ``validation.jsonl``) through the trainer's
+    ``prepare`` (as on resume: too long prompts dropped, nothing written) and its datasets,
+    the composite built and fitted on the training prompts by the trainer itself. None for
+    any other run; a reward no longer registered is the registry's ConfigError."""
+    from hwkit.plugins.trainers.grpo import GRPOConfig, GRPOTrainerPlugin
+
+    if report.get("trainer") != GRPOTrainerPlugin.name or not config.get("reward"):
+        return None
+    if not (run_dir / rundir.TRAIN_DATA).is_file():
+        raise NotFoundError(
+            f"{run_dir} holds no {rundir.TRAIN_DATA}: the rewards fit on the training rows"
+        )
+    from hwkit.plugins.trainers.config import validate_config
+
+    cfg = validate_config(GRPOConfig, config, where=str(run_dir / rundir.CONFIG))
+    trainer = GRPOTrainerPlugin(cfg)
+    data = trainer.prepare(cfg, run_dir, resume=True)
+    trainer._datasets(data.train, data.eval)
+    return GRPORewards(cfg, trainer.held_rows, trainer.composite_reward())
 
 
 def _base_dir(run_dir: Path, report: dict[str, Any]) -> str:

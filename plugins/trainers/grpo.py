@@ -12,6 +12,7 @@ will not fit fails in its first minute with the knobs to turn, not at step 120.
 
 from __future__ import annotations
 
+import json
 import math
 import random
 from collections.abc import Callable, Mapping, Sequence
@@ -23,6 +24,7 @@ from pydantic import Field
 from hwkit import rundir
 from hwkit.errors import ConfigError, NoFitError
 from hwkit.log import get_logger
+from hwkit.plugins.data.sft import KEPT
 from hwkit.plugins.rewards.composite import CompositeReward, RewardSpec, build_rewards
 from hwkit.plugins.trainers.base import HFTrainerPlugin
 from hwkit.plugins.trainers.config import TrainConfig
@@ -38,6 +40,7 @@ if TYPE_CHECKING:
 log = get_logger("hwkit.train")
 
 REFERENCE = "reference"  # the row's own reply (the gold answer), handed to every reward
+COLUMNS = "hwkit_columns"  # trl's dataset column holding a row's kept columns (JSON text)
 
 
 class GRPOConfig(TrainConfig):
@@ -74,13 +77,37 @@ def _split(messages: Sequence[Mapping[str, str]]) -> tuple[list[dict[str, str]],
 
 
 def prompt_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """trl's conversational prompt rows: the messages before the last reply, and that reply
-    as ``reference`` for rewards that compare with it (empty when the row has none)."""
+    """Prompt rows: the messages before the last reply, that reply as ``reference`` for
+    rewards that compare with it (empty when the row has none), and the source columns the
+    data kept (``mapping.keep``), which rewards read by name."""
     out = []
     for row in rows:
         prompt, reply = _split(row["messages"])
-        out.append({"prompt": prompt, REFERENCE: reply or ""})
+        out.append({"prompt": prompt, REFERENCE: reply or "", **(row.get(KEPT) or {})})
     return out
+
+
+def trl_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The rows as trl's dataset holds them: the kept columns as one JSON text column, so a
+    column whose cells mix numbers, text and empties stays one Arrow type."""
+    out = []
+    for row in rows:
+        extra = {k: v for k, v in row.items() if k not in ("prompt", REFERENCE)}
+        out.append({"prompt": row["prompt"], REFERENCE: row[REFERENCE], COLUMNS: json.dumps(extra)})
+    return out
+
+
+def reward_rows(columns: Mapping[str, Any], n: int) -> list[dict[str, Any]]:
+    """Per completion, the row a reward sees, from the per-row lists trl passes reward
+    functions (a JSON ``COLUMNS`` cell expanded back into the kept columns)."""
+    keys = [k for k, v in columns.items() if isinstance(v, list) and len(v) == n]
+    rows = []
+    for i in range(n):
+        row = {k: columns[k][i] for k in keys if k != COLUMNS}
+        if COLUMNS in keys:
+            row.update(json.loads(columns[COLUMNS][i]))
+        rows.append(row)
+    return rows
 
 
 def longest_first(rows: list[dict[str, Any]], lengths: Sequence[int], seed: int) -> list[int]:
@@ -125,8 +152,7 @@ def trl_reward_funcs(
         def reward(
             prompts: list[Any], completions: list[Any], _c: Any = component, **columns: Any
         ) -> list[float | None]:
-            keys = [k for k, v in columns.items() if isinstance(v, list) and len(v) == len(prompts)]
-            rows = [{k: columns[k][i] for k in keys} for i in range(len(prompts))]
+            rows = reward_rows(columns, len(prompts))
             return list(_c([text_of(p) for p in prompts], [text_of(c) for c in completions], rows))
 
         reward.__name__ = component.key
@@ -245,7 +271,7 @@ class GRPOTrainerPlugin(HFTrainerPlugin):
         held = prompt_rows(list(eval_data or []))
         self.held_rows = held[: self.config.eval.max_rows]
         self.train_rows = [rows[i] for i in order]
-        return Dataset.from_list(self.train_rows), None
+        return Dataset.from_list(trl_rows(self.train_rows)), None
 
     # -- trl ----------------------------------------------------------------------------------
     def trl_args(self, common: dict[str, Any], plan: Plan) -> Any:
@@ -269,24 +295,41 @@ class GRPOTrainerPlugin(HFTrainerPlugin):
             log_completions=False,
         )
 
-    def _composite(self) -> CompositeReward:
+    def composite_reward(self) -> CompositeReward:
+        """The run's rewards, built once and fitted on the training prompt rows."""
         if self.composite is None:
             from hwkit.runtime import current
 
             self.composite = build_rewards(self.grpo.reward, current().plugins)
+            for component in self.composite.components:
+                if not component.reward.reads_completion and component.weight > 0:
+                    log.warning(
+                        "grpo.reward_ignores_completion",
+                        reward=component.key,
+                        why="every completion of a prompt gets the same value, which the "
+                        "group-relative advantage cancels: it changes no update",
+                        hint="use it for hwkit rewards pairs (DPO), or weight 0",
+                    )
             # rewards that normalise over the data (``columns``) fit on the training rows
             self.composite.fit(self.train_rows)
         return self.composite
 
     def _reward_funcs(self) -> tuple[list[Callable[..., list[float | None]]], list[float]]:
-        return trl_reward_funcs(self._composite())
+        return trl_reward_funcs(self.composite_reward())
 
     def trl_trainer(self, **kwargs: Any) -> Any:
+        from transformers import Trainer
         from trl import GRPOTrainer
 
         from hwkit.plugins.trainers.guarded import GuardedMixin
 
-        class GuardedGRPOTrainer(GuardedMixin, GRPOTrainer):
+        class GuardedStep(GuardedMixin, Trainer):
+            """The guard beneath trl's own step: GRPOTrainer.training_step counts micro-steps
+            (which slice of the sampled batch a micro-step trains on, and when to sample
+            again), then calls this."""
+
+        # trl's training_step is untyped, the mixin's typed: mypy calls the two incompatible
+        class GuardedGRPOTrainer(GRPOTrainer, GuardedStep):  # type: ignore[misc]
             # "grpo" and "dr_grpo" average over the rows given: a chunk is weighted by its
             # share; "dapo" sums over the generation batch's tokens: chunks add up as they are.
             hwkit_scale_chunks = self.grpo.loss_type != "dapo"
@@ -304,7 +347,7 @@ class GRPOTrainerPlugin(HFTrainerPlugin):
             return None
         from hwkit.plugins.trainers.heldout_reward import held_out_reward
 
-        rows, composite, cfg = self.held_rows, self._composite(), self.grpo
+        rows, composite, cfg = self.held_rows, self.composite_reward(), self.grpo
         return lambda: held_out_reward(
             trainer.model,
             trainer.processing_class,

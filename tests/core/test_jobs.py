@@ -166,3 +166,17 @@ def test_a_runtime_that_cannot_load_the_format_is_refused_before_loading() -> No
         jobs.load_generator(SMOLLM2.gguf_path(), runtimes=("transformers",))
     assert "does not load gguf models" in str(info.value)
     assert "--runtime llama.cpp" in (info.value.hint or "")
+
+
+def test_a_known_model_that_ships_a_gguf_loads_on_llama_cpp_by_name() -> None:
+    """smollm2-135m-instruct resolves to its converted HF directory; asked for llama.cpp, the
+    generator loads the GGUF file the package ships instead of refusing."""
+    pytest.importorskip("llama_cpp")
+    from hwkit.models import SMOLLM2
+
+    generator = jobs.load_generator(SMOLLM2.name, runtimes=("llama.cpp",), context=256)
+    try:
+        assert generator.plan.runtime == "llama.cpp"
+        assert getattr(generator, "name", None) == SMOLLM2.file  # the shipped GGUF file
+    finally:
+        generator.close()

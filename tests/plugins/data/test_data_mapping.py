@@ -167,3 +167,39 @@ def test_rows_missing_a_field_or_with_empty_answers_are_rejected(tmp_path: Path)
         (5, "empty_answer"),
     ]
     assert data.rejects[1]["record"] == {"question": "q3?", "answer": "   "}
+
+
+def test_kept_columns_ride_on_each_row_typed_for_rewards(shared_data: Path) -> None:
+    """mapping.keep copies source columns onto every row (numbers as numbers, dates as text,
+    empty cells as None), for GRPO rewards that read them; a missing one is named."""
+    import csv
+
+    cfg = DataConfig(
+        source=str(shared_data / "profiles" / "profiles.csv"),
+        template="Score {username}: {bio}",
+        mapping={"target": ["score"], "keep": ["score", "follower_count", "created_at", "bio"]},
+        validation_fraction=0.0,
+    )
+    rows = prepare(cfg).train
+    with (shared_data / "profiles" / "profiles.csv").open(newline="", encoding="utf-8") as fh:
+        first = next(csv.DictReader(fh))
+    kept = rows[0]["columns"]
+    assert kept["score"] == float(first["score"]) and kept["created_at"] == first["created_at"]
+    assert kept["follower_count"] == int(first["follower_count"])
+    assert kept["bio"] == (first["bio"] or None)
+    assert all(set(r["columns"]) == {"score", "follower_count", "created_at", "bio"} for r in rows)
+    json.dumps(rows)  # the prepared rows still write as JSON lines
+    with pytest.raises(ConfigError, match=r"'likes' \(mapping.keep\) not found.*follower_count"):
+        prepare(
+            cfg.model_copy(update={"mapping": cfg.mapping.model_copy(update={"keep": ["likes"]})})
+        )
+
+
+def test_kept_columns_may_not_take_a_rows_own_keys_or_apply_to_pairs(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="'reference' is a key of the prepared row"):
+        DataConfig(source="x.jsonl", mapping={"keep": ["reference"]})
+    with pytest.raises(ValueError, match="named twice"):
+        DataConfig(source="x.jsonl", mapping={"keep": ["a", "a"]})
+    src = _jsonl(tmp_path, [{"prompt": "p", "chosen": "c", "rejected": "r", "score": 1}])
+    with pytest.raises(ConfigError, match=r"mapping\.keep applies to sft rows"):
+        prepare(DataConfig(source=src, kind="preference", mapping={"keep": ["score"]}))

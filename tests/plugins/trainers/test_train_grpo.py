@@ -20,7 +20,9 @@ from hwkit.plugins.trainers.grpo import (
     GRPOTrainerPlugin,
     longest_first,
     prompt_rows,
+    reward_rows,
     trl_reward_funcs,
+    trl_rows,
 )
 
 ROWS: list[dict[str, Any]] = [
@@ -39,6 +41,56 @@ def test_rows_become_prompts_with_their_reply_as_reference() -> None:
     rows = prompt_rows(ROWS)
     assert rows[0] == {"prompt": ROWS[0]["messages"][:2], "reference": '{"score": 0.9}'}
     assert rows[1] == {"prompt": ROWS[1]["messages"], "reference": ""}
+
+
+def test_kept_source_columns_reach_every_reward_through_trls_dataset() -> None:
+    """mapping.keep's columns ride along as one JSON cell in trl's dataset (a column mixing
+    numbers, text and empties is still one Arrow type) and come back as the row's keys."""
+    from datasets import Dataset
+
+    kept = [
+        {**ROWS[0], "columns": {"score": 0.25, "note": "x"}},
+        {**ROWS[1], "columns": {"score": None, "note": 3}},
+    ]
+    rows = prompt_rows(kept)
+    assert rows[0]["score"] == 0.25 and rows[1]["note"] == 3
+    ds = Dataset.from_list(trl_rows(rows))
+    assert set(ds.column_names) == {"prompt", "reference", "hwkit_columns"}
+    batch = ds[:]
+    back = reward_rows({k: v for k, v in batch.items() if k != "prompt"}, 2)
+    assert back == [
+        {"reference": '{"score": 0.9}', "score": 0.25, "note": "x"},
+        {"reference": "", "score": None, "note": 3},
+    ]
+    composite = build_rewards(
+        [RewardSpec(name="numeric_closeness", options={"field": "score", "reference": "score"})],
+        load_plugins(),
+    )
+    (func,), _ = trl_reward_funcs(composite)
+    completions = [[{"role": "assistant", "content": '{"score": 0.5}'}]] * 2
+    scores = func(batch["prompt"], completions, **{k: v for k, v in batch.items() if k != "prompt"})
+    # row 0 reads its own score column (1 - |0.5 - 0.25|); row 1 has none: the fallback
+    assert scores == pytest.approx([0.75, 0.0])
+    assert composite.components[0].failures == 1
+
+
+def test_a_reward_of_the_row_alone_is_flagged_for_grpo(tmp_path: Path, capsys: Any) -> None:
+    """A ``columns`` reward gives every completion of a prompt the same value: GRPO's
+    group-relative advantage cancels it, and the trainer says so."""
+    from hwkit.plugins.rewards.columns import ColumnsReward
+
+    assert not ColumnsReward.reads_completion
+    config = GRPOConfig(
+        output_dir=tmp_path / "run",
+        reward=[
+            RewardSpec(name="json_valid"),
+            RewardSpec(name="columns", options={"components": [{"column": "score"}]}),
+        ],
+    )
+    trainer = GRPOTrainerPlugin(config)
+    trainer.train_rows = [{"prompt": [], "reference": "", "score": v} for v in (0.1, 0.9)]
+    trainer.composite_reward()
+    assert "grpo.reward_ignores_completion" in capsys.readouterr().err
 
 
 def test_the_longest_prompt_goes_first_in_a_seeded_order() -> None:
@@ -96,7 +148,9 @@ def profile_rows(shared_data: Path, n: int) -> list[dict[str, Any]]:
                     f"handle: {r['username']}\nbio: {r['bio']}",
                 },
                 {"role": "assistant", "content": json.dumps({"score": float(r["score"])})},
-            ]
+            ],
+            "score": r["score"],
+            "follower_count": r["follower_count"],
         }
         for r in rows
     ]
@@ -115,6 +169,7 @@ def test_a_short_run_plans_samples_rewards_checkpoints_and_resumes(
         "output_dir": out,
         "data": DataConfig(
             source=str(data),
+            mapping={"keep": ["score"]},  # the rewards read the source's own score column
             validation_fraction=0.2,
             thresholds={
                 "min_answers": 1,
@@ -135,6 +190,11 @@ def test_a_short_run_plans_samples_rewards_checkpoints_and_resumes(
         "reward": [
             {"name": "json_valid", "weight": 1.0},
             {"name": "length", "weight": 1.0, "options": {"max_words": 4}},
+            {
+                "name": "numeric_closeness",
+                "weight": 1.0,
+                "options": {"field": "score", "reference": "score"},
+            },
         ],
     }
     result = train(GRPOTrainerPlugin(), GRPOConfig(**doc))
@@ -166,6 +226,10 @@ def test_a_short_run_plans_samples_rewards_checkpoints_and_resumes(
         assert not math.isnan(report[phase]["eval_reward/length"])
     stats = json.loads((out / "rewards.json").read_text())
     assert stats["json_valid"]["calls"] >= 1 and stats["json_valid"]["failures"] == 0
+    # the kept column reached the reward in training and on held-out rows: no fallbacks
+    assert stats["numeric_closeness"]["calls"] >= 1
+    assert stats["numeric_closeness"]["failures"] == 0
+    assert not math.isnan(report["eval_after"]["eval_reward/numeric_closeness"])
     assert (out / "adapter_model.safetensors").is_file()
 
     # resume: one more step from the step-1 checkpoint, the same baseline

@@ -109,3 +109,14 @@ def test_eval_runs_on_the_planned_device(
     assert (result["device"], result["dtype"]) == (device, dtype)
     assert runtime.device(device).forwards > 0  # the forward passes ran on the mock device
     assert result["samples"][0]["after"]
+
+
+def test_sft_datasets_leave_out_the_columns_kept_for_rewards(tmp_path: Path) -> None:
+    from hwkit.plugins.trainers.sft import SFTConfig, SFTTrainerPlugin
+
+    msgs = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
+    rows = [{"messages": msgs, "columns": {"score": 0.5}}] * 2
+    trainer = SFTTrainerPlugin(SFTConfig(output_dir=tmp_path))
+    train, held = trainer._datasets(rows, rows)
+    assert train.column_names == ["messages"] and held is not None
+    assert held.column_names == ["messages"] and train[0]["messages"] == msgs
