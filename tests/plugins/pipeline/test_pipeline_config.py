@@ -238,3 +238,21 @@ def test_status_prints_stages_gate_and_deployment(tmp_path: Path) -> None:
     assert shown["gate"]["passed"] is False and shown["deployment"]["version"] == 1
     res = runner.invoke(app, ["pipeline", "status", str(tmp_path)])
     assert res.exit_code != 0 and "not a pipeline run directory" in str(res.exception)
+
+
+@pytest.mark.parametrize(
+    "name",
+    sorted(p.name for p in (Path(__file__).parents[3] / "examples" / "pipelines").glob("*.toml")),
+)
+def test_the_example_pipelines_load(name: str) -> None:
+    """Every pipeline file under examples/ is valid as shipped: its source exists and every
+    stage, gate and option checks out."""
+    path = Path(__file__).parents[3] / "examples" / "pipelines" / name
+    cfg = load_pipeline(path)
+    if "shared/data" not in cfg.data.source:  # the shared data may live elsewhere
+        assert Path(cfg.data.source).is_file(), cfg.data.source
+    if name == "persona-augment.toml":
+        assert cfg.augment is not None and cfg.augment.runtimes == ("llama.cpp",)
+        assert cfg.stages()[:4] == ["data", "validate", "augment", "train"]
+    if name == "persona-plain.toml":
+        assert cfg.augment is None
