@@ -19,7 +19,12 @@ run was interrupted:
 
 1. text checks: ``empty``, ``too_short``, ``truncated`` (cut by max_new_tokens with no
    complete sentence), ``echo`` (the generated text is a copy of part of its prompt),
-   ``too_long`` (the prompt did not fit the context);
+   ``not_a_question`` (a follow-up that does not end in a question mark, unless
+   ``require_question`` is off),
+   ``repetitive`` (word 5-grams that occur twice cover more than ``max_repetition`` of the
+   new turns' characters: Gopher's duplicate n-gram rule, Rae et al. 2021, which also
+   catches a reply that restates its user turn), ``too_long`` (the prompt did not fit the
+   context);
 2. ``incoherent``: cosine similarity of the embeddings of the new text (user turn and
    reply) and the source answer below ``min_coherence``;
 3. ``near_duplicate``: cosine similarity at or above ``near_duplicate`` with any source
@@ -90,6 +95,7 @@ PROMPTS_VERSION = hashlib.blake2b(
 
 MIN_USER_WORDS = 3
 MIN_REPLY_WORDS = 5
+REPEAT_NGRAM = 5  # Gopher's shortest duplicate n-gram (its bound at 5 words: 0.15)
 CONTEXT = 2048  # prompt plus new tokens planned per sequence
 PARTIAL_FORMAT = 1
 
@@ -110,6 +116,8 @@ class AugmentSettings:
     kinds: tuple[str, ...] = KINDS
     min_coherence: float = 0.5
     near_duplicate: float = 0.9
+    max_repetition: float = 0.15
+    require_question: bool = True
     embedder_model: str = "all-MiniLM-L6-v2"
     seed: int = 0
     temperature: float = 0.8
@@ -118,12 +126,13 @@ class AugmentSettings:
 
     def validate(self) -> None:
         """One-line UsageError naming the first bad option."""
-        for name in ("min_coherence", "near_duplicate"):
+        for name in ("min_coherence", "near_duplicate", "max_repetition"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise UsageError(
                     f"--{name.replace('_', '-')} {value:g} is outside [0, 1]",
-                    hint="cosine thresholds are between 0 and 1",
+                    hint="similarities and fractions are between 0 and 1 "
+                    "(--max-repetition 1 turns that filter off)",
                 )
         if not self.kinds:
             raise UsageError("--kinds is empty", hint=f"use {','.join(KINDS)}")
@@ -425,7 +434,27 @@ class PartialWriter:
 
 
 # -- filters --------------------------------------------------------------------------------------
-def _text_problem(entry: dict[str, Any], example: Example, kind: str) -> tuple[str, str] | None:
+def repetition(text: str, n: int = REPEAT_NGRAM) -> float:
+    """The share of ``text``'s characters (in words, case and punctuation aside) covered by
+    word n-grams that occur more than once: Gopher's duplicate n-gram fraction."""
+    from collections import Counter
+
+    words = normalise(text).split()
+    if len(words) <= n:
+        return 0.0
+    grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
+    counts = Counter(grams)
+    covered = [False] * len(words)
+    for i, gram in enumerate(grams):
+        if counts[gram] > 1:
+            covered[i : i + n] = [True] * n
+    total = sum(len(w) for w in words)
+    return sum(len(w) for w, c in zip(words, covered, strict=True) if c) / total
+
+
+def _text_problem(
+    entry: dict[str, Any], example: Example, kind: str, settings: AugmentSettings
+) -> tuple[str, str] | None:
     """(reason, detail) when the raw generation is unusable before any embedding."""
     if entry.get("error"):
         return "too_long", str(entry["error"])
@@ -447,6 +476,15 @@ def _text_problem(entry: dict[str, Any], example: Example, kind: str) -> tuple[s
         return "echo", "the user turn repeats its prompt"
     if normalise(reply) in normalise(prompt + "\n" + user):
         return "echo", "the reply repeats its prompt"
+    if settings.require_question and kind == "followup" and not user.rstrip().endswith("?"):
+        return "not_a_question", "the follow-up user turn does not end in a question mark"
+    repeated = repetition(f"{user}\n{reply}")
+    if repeated > settings.max_repetition:
+        return (
+            "repetitive",
+            f"repeated {REPEAT_NGRAM}-word sequences cover {repeated:.0%} of the new turns "
+            f"(> --max-repetition {settings.max_repetition:g})",
+        )
     return None
 
 
@@ -617,7 +655,7 @@ def augment(
                 "seed": entry["seed"],
             }
             c = _Candidate(i, kind, attempt, entry, record)
-            problem = _text_problem(entry, ex, kind)
+            problem = _text_problem(entry, ex, kind, settings)
             if problem is not None:
                 rejects.append(_reject(c, source, problem[0], problem[1], None))
             else:

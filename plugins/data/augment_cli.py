@@ -63,6 +63,16 @@ def register_augment(data_app: typer.Typer) -> None:
         near_duplicate: float = typer.Option(
             0.9, "--near-duplicate", help="Similarity at which a generation is a duplicate."
         ),
+        max_repetition: float = typer.Option(
+            0.15,
+            "--max-repetition",
+            help="Most of the new turns' text repeated 5-word sequences may cover (1: off).",
+        ),
+        require_question: bool = typer.Option(
+            True,
+            "--require-question/--allow-statements",
+            help="Reject a follow-up whose user turn does not end in a question mark.",
+        ),
         embedder_model: str = typer.Option(
             "all-MiniLM-L6-v2", "--embedder-model", help="Embedder for the filters."
         ),
@@ -79,8 +89,9 @@ def register_augment(data_app: typer.Typer) -> None:
         ),
         as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
     ) -> None:
-        """Generate follow-up and continuation rows, filter them (coherence, near-duplicates)
-        and write source rows + kept rows to OUT; resumable through OUT.jsonl.partial."""
+        """Generate follow-up and continuation rows, filter them (text checks, repetition,
+        coherence, near-duplicates) and write source rows + kept rows to OUT; resumable
+        through OUT.jsonl.partial."""
         from hwkit.plugins.data.augment import AugmentSettings, augment
         from hwkit.plugins.data.cli_options import DataOptions
 
@@ -91,6 +102,8 @@ def register_augment(data_app: typer.Typer) -> None:
             kinds=tuple(k.strip() for k in kinds.split(",") if k.strip()),
             min_coherence=min_coherence,
             near_duplicate=near_duplicate,
+            max_repetition=max_repetition,
+            require_question=require_question,
             embedder_model=embedder_model,
             seed=seed,
             temperature=temperature,

@@ -209,7 +209,7 @@ def test_near_duplicates_echoes_and_short_replies_are_rejected(tmp_path: Path) -
     src = persona_rows(1)[0]
     source = write_jsonl(tmp_path / "src.jsonl", [src])
     out = tmp_path / "out.jsonl"
-    settings = AugmentSettings(model=MODEL, max_new_tokens=32, per_row=5, seed=0)
+    settings = AugmentSettings(model=MODEL, max_new_tokens=32, per_row=7, seed=0)
     _, examples = source_examples(DataConfig(source=str(source)))
     good = (
         "What did your father mean about the wheel?",
@@ -222,6 +222,14 @@ def test_near_duplicates_echoes_and_short_replies_are_rejected(tmp_path: Path) -
         ("followup", 1, *good),  # the same text again
         ("continuation", 1, "Did he teach you more?", "He said a wheel tells you."),
         ("followup", 2, "Why?", "Because a wheel tells you what is wrong, always."),
+        (
+            "continuation",
+            2,
+            "Do you still fix wheels for the neighbours?",
+            "I fix them every Saturday morning. I fix them every Saturday morning, and the "
+            "children bring their bikes. I fix them every Saturday morning.",
+        ),
+        ("followup", 3, "Tell me about the wheel.", "It was a wooden wheel from the old mill."),
     ]
     lines = [{"augment_partial": settings.fingerprint()}]
     for kind, attempt, user, reply in entries:
@@ -239,9 +247,15 @@ def test_near_duplicates_echoes_and_short_replies_are_rejected(tmp_path: Path) -
             }
         )
     write_jsonl(partial_path(out), lines)
-    summary = augment(source, out, *GENERATE[:4], "--per-row", "5", "--min-coherence", "0.3")
+    summary = augment(source, out, *GENERATE[:4], "--per-row", "7", "--min-coherence", "0.3")
     assert summary["generator_calls"] == 0 and summary["kept"] == 1
-    assert summary["rejected_by_reason"] == {"echo": 1, "near_duplicate": 2, "too_short": 1}
+    assert summary["rejected_by_reason"] == {
+        "echo": 1,
+        "near_duplicate": 2,
+        "not_a_question": 1,
+        "repetitive": 1,
+        "too_short": 1,
+    }
     reasons = {(r["kind"], r["attempt"]): r for r in read_jsonl(rejects_path(out))}
     copy = reasons[("continuation", 0)]
     assert copy["reason"] == "near_duplicate" and "source row 0" in copy["detail"]
@@ -250,6 +264,49 @@ def test_near_duplicates_echoes_and_short_replies_are_rejected(tmp_path: Path) -
     assert "kept followup of row 0" in repeat["detail"]
     assert reasons[("continuation", 1)]["reason"] == "echo"
     assert reasons[("followup", 2)]["reason"] == "too_short"
+    repetitive = reasons[("continuation", 2)]
+    assert repetitive["reason"] == "repetitive" and "--max-repetition 0.15" in repetitive["detail"]
+    assert reasons[("followup", 3)]["reason"] == "not_a_question"
+    # with either filter off, its attempt reaches the embedding filters
+    loose = augment(
+        source,
+        out,
+        *GENERATE[:4],
+        "--per-row",
+        "7",
+        "--min-coherence",
+        "0.3",
+        "--max-repetition",
+        "1",
+    )
+    assert "repetitive" not in loose["rejected_by_reason"]
+    assert loose["kept"] + loose["rejected"] == 7
+    statements = augment(
+        source,
+        out,
+        *GENERATE[:4],
+        "--per-row",
+        "7",
+        "--min-coherence",
+        "0.3",
+        "--allow-statements",
+    )
+    assert "not_a_question" not in statements["rejected_by_reason"]
+    assert statements["kept"] + statements["rejected"] == 7
+
+
+def test_repetition_is_the_share_of_characters_in_repeated_5_grams() -> None:
+    from hwkit.plugins.data.augment import repetition
+
+    assert repetition("a wheel tells you what is wrong if you listen") == 0.0
+    assert repetition("one two three four five") == 0.0  # too short to repeat
+    twice = "I fix them every day. I fix them every day."
+    assert repetition(twice) == 1.0  # case and punctuation aside, all of it twice
+    # one repeated 5-gram in a longer text: its words' characters over all characters
+    text = "the old mill wheel turned slowly while the old mill wheel turned and we watched"
+    words = text.split()
+    repeated = sum(len(w) for w in words[:5]) * 2
+    assert repetition(text) == pytest.approx(repeated / sum(len(w) for w in words))
 
 
 @pytest.mark.parametrize(
@@ -260,6 +317,7 @@ def test_near_duplicates_echoes_and_short_replies_are_rejected(tmp_path: Path) -
         (None, ["--kinds", "followup,rephrase"], UsageError, ["--kinds", "'rephrase'"]),
         (None, ["--min-coherence", "1.5"], UsageError, ["--min-coherence", "[0, 1]"]),
         (None, ["--near-duplicate", "-0.1"], UsageError, ["--near-duplicate", "[0, 1]"]),
+        (None, ["--max-repetition", "1.5"], UsageError, ["--max-repetition", "[0, 1]"]),
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(

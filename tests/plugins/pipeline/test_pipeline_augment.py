@@ -103,6 +103,7 @@ def test_the_table_is_hwkit_data_augments_settings(tmp_path: Path) -> None:
         ("[augment]\nfactor = 2", ["'augment.factor'", "unknown", "per_row"]),
         ("[augment]\nmin_coherence = 1.5", ["'augment.min_coherence'", "[0, 1]"]),
         ("[augment]\nnear_duplicate = -0.1", ["'augment.near_duplicate'", "[0, 1]"]),
+        ("[augment]\nmax_repetition = 2", ["'augment.max_repetition'", "[0, 1]"]),
         ("[augment]\nper_row = 0", ["'augment.per_row'", "at least 1"]),
         ('[augment]\nper_row = "two"', ["'augment.per_row'", "integer"]),
         ('[augment]\nkinds = ["rephrase"]', ["'augment.kinds'", "'rephrase'"]),
