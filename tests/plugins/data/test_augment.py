@@ -247,7 +247,8 @@ def test_near_duplicates_echoes_and_short_replies_are_rejected(tmp_path: Path) -
             }
         )
     write_jsonl(partial_path(out), lines)
-    summary = augment(source, out, *GENERATE[:4], "--per-row", "7", "--min-coherence", "0.3")
+    filters = [*GENERATE[:4], "--per-row", "7", "--min-coherence", "0.3"]
+    summary = augment(source, out, *filters)
     assert summary["generator_calls"] == 0 and summary["kept"] == 1
     assert summary["rejected_by_reason"] == {
         "echo": 1,
@@ -268,31 +269,16 @@ def test_near_duplicates_echoes_and_short_replies_are_rejected(tmp_path: Path) -
     assert repetitive["reason"] == "repetitive" and "--max-repetition 0.15" in repetitive["detail"]
     assert reasons[("followup", 3)]["reason"] == "not_a_question"
     # with either filter off, its attempt reaches the embedding filters
-    loose = augment(
-        source,
-        out,
-        *GENERATE[:4],
-        "--per-row",
-        "7",
-        "--min-coherence",
-        "0.3",
-        "--max-repetition",
-        "1",
-    )
-    assert "repetitive" not in loose["rejected_by_reason"]
-    assert loose["kept"] + loose["rejected"] == 7
-    statements = augment(
-        source,
-        out,
-        *GENERATE[:4],
-        "--per-row",
-        "7",
-        "--min-coherence",
-        "0.3",
-        "--allow-statements",
-    )
-    assert "not_a_question" not in statements["rejected_by_reason"]
-    assert statements["kept"] + statements["rejected"] == 7
+    for switch, reason, attempt in (
+        (["--max-repetition", "1"], "repetitive", ("continuation", 2)),
+        (["--allow-statements"], "not_a_question", ("followup", 3)),
+    ):
+        off = augment(source, out, *filters, *switch)
+        assert reason not in off["rejected_by_reason"]
+        assert off["kept"] + off["rejected"] == 7
+        now = {(r["kind"], r["attempt"]): r for r in read_jsonl(rejects_path(out))}
+        kept = {(r["provenance"]["kind"], r["provenance"].get("attempt")) for r in read_jsonl(out)}
+        assert attempt in kept or now[attempt]["reason"] in ("incoherent", "near_duplicate")
 
 
 def test_repetition_is_the_share_of_characters_in_repeated_5_grams() -> None:
