@@ -73,12 +73,20 @@ def convert(model: Any) -> Any:
     return ov_model
 
 
+def exact_props(device: str) -> dict[str, str]:
+    """Compile settings under which a check measures the IR, not the device's default
+    arithmetic: float32 compute on a CPU or GPU (OpenVINO's CPU plugin computes in bf16 by
+    default wherever the CPU has bf16 instructions, AVX512_BF16 or AMX). An NPU picks its
+    own precision and takes no hint."""
+    return {} if device.split(".")[0] == "NPU" else {"INFERENCE_PRECISION_HINT": "f32"}
+
+
 def openvino_argmax(xml: Path, seqs: list[list[int]], device: str = "CPU") -> list[np.ndarray]:
-    """Argmax of the IR's logits at every position, compiled for ``device``."""
+    """Argmax of the IR's logits at every position, compiled for ``device`` in float32."""
     import numpy as np
     import openvino as ov
 
-    compiled = ov.Core().compile_model(str(xml), device)
+    compiled = ov.Core().compile_model(str(xml), device, exact_props(device))
     out = []
     for ids in seqs:
         arr = np.asarray([ids], dtype=np.int64)

@@ -259,7 +259,9 @@ def verify_props(device: str) -> dict[str, str]:
             "OpenVINO GenAI's static pipeline",
             hint="drop --device NPU (verify on CPU), then load it with the openvino runtime",
         )
-    props = {"INFERENCE_PRECISION_HINT": "f32"}
+    from hwkit.plugins.exporters.openvino_export import exact_props
+
+    props = exact_props(device)
     if base == "CPU":
         props["KV_CACHE_PRECISION"] = "f32"
     return props

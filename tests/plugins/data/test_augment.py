@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import shutil
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -177,13 +178,25 @@ def test_rerun_from_the_partial_generates_nothing_and_0_99_rejects_all(
     assert loaded == [] and summary["generator_calls"] == 0 and summary["reused"] == 2
     assert out.read_bytes() == first_run["out"].read_bytes()
 
-    strict = augment(first_run["source"], out, *GENERATE, "--min-coherence", "0.99")
+    # The two switchable text filters off, so every sample that is not empty, cut, too
+    # short or an echo (which sampled text that is depends on the CPU's kernels) reaches
+    # the embedder, where 0.99 rejects it.
+    relaxed = ["--allow-statements", "--max-repetition", "1"]
+    strict = augment(first_run["source"], out, *GENERATE, *relaxed, "--min-coherence", "0.99")
     assert loaded == [] and strict["kept"] == 0 and strict["rejected"] == 2
-    assert strict["rejected_by_reason"] == {"incoherent": 2}
+    switchable = {"not_a_question", "repetitive"}
+    first = read_jsonl(rejects_path(first_run["out"]))
+    fixed = Counter(
+        r["reason"] for r in first if r["score"] is None and r["reason"] not in switchable
+    )
+    embedded = 2 - sum(fixed.values())
+    assert embedded >= 1, "no sample reached the coherence filter: the test would prove nothing"
+    assert strict["rejected_by_reason"] == {**fixed, "incoherent": embedded}
     assert [r["provenance"]["kind"] for r in read_jsonl(out)] == ["source", "source"]
     for reject in read_jsonl(rejects_path(out)):
-        assert reject["reason"] == "incoherent" and 0 <= abs(reject["score"]) < 0.99
-        assert reject["record"]["provenance"]["coherence"] == reject["score"]
+        if reject["reason"] == "incoherent":
+            assert 0 <= abs(reject["score"]) < 0.99
+            assert reject["record"]["provenance"]["coherence"] == reject["score"]
 
 
 def test_a_killed_run_resumes_with_the_same_seeded_samples(

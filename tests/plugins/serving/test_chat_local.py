@@ -1,9 +1,10 @@
 """``hwkit chat`` without ``--url``: the real SmolLM2-135M-Instruct, loaded locally.
 
-chat_loop loads the model through its ``generate`` plan (``hwkit.jobs.load_generator``; on
-this machine the CPU plan, float32) and generates greedily (the runtime samples only when
-given a temperature, and chat passes none), so a reply is deterministic and must equal
-transformers' own greedy ``generate`` on the same chat-template prompt.
+chat_loop loads the model through its ``generate`` plan (``hwkit.jobs.load_generator``; on a
+CPU the transformers runtime in float32, or bfloat16 where the CPU has bf16 instructions) and
+generates greedily (the runtime samples only when given a temperature, and chat passes none),
+so a reply is deterministic and must equal transformers' own greedy ``generate`` on the same
+chat-template prompt, in the dtype the plan chose.
 """
 
 # ruff: noqa: F811  (pytest fixtures imported from the export fixtures module)
@@ -31,8 +32,14 @@ def reference(smol: Path) -> Any:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from hwkit import jobs
+    from hwkit.allocator import Job, ModelSpec
+
+    spec = ModelSpec.from_pretrained(smol)
+    job = Job("generate", spec, seq_len=jobs.DEFAULT_CONTEXT, runtimes=("transformers",))
+    dtype = getattr(torch, jobs.place(job).plan.dtype)
     tok = AutoTokenizer.from_pretrained(str(smol))
-    model = AutoModelForCausalLM.from_pretrained(str(smol), dtype=torch.float32).eval()
+    model = AutoModelForCausalLM.from_pretrained(str(smol), dtype=dtype).eval()
 
     def reply(messages: list[dict[str, str]]) -> str:
         text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
