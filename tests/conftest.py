@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -33,14 +34,19 @@ def shared_data() -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _no_profile_override(monkeypatch: pytest.MonkeyPatch) -> None:
+def _no_profile_override(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Tests choose profiles explicitly; a developer's HWKIT_PROFILE must not leak in, and
-    each test starts with a fresh process runtime (the loaded plugins are shared)."""
+    each test starts with a fresh process runtime (the loaded plugins are shared). A test
+    that made a mock runtime current leaves a fresh one behind too: a module-scoped fixture
+    set up before the next module's first test would otherwise plan on the mock."""
     from hwkit.runtime import Runtime, current, set_current
 
     monkeypatch.delenv("HWKIT_PROFILE", raising=False)
     monkeypatch.delenv("HWKIT_DISABLE_PLUGINS", raising=False)
-    set_current(Runtime(current().plugins))
+    plugins = current().plugins
+    set_current(Runtime(plugins))
+    yield
+    set_current(Runtime(plugins))
 
 
 @pytest.fixture(scope="session")

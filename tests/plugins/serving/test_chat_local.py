@@ -28,24 +28,32 @@ QUESTION = "What is the capital of France?"
 
 @pytest.fixture(scope="module")
 def reference(smol: Path) -> Any:
-    """``reply(messages)``: what transformers' greedy generate answers, decoded like chat."""
+    """``reply(messages, dtype=None)``: what transformers' greedy generate answers, decoded
+    like chat, in ``dtype`` (default: the one a fresh process's plan chooses, as the CLI's
+    subprocess does; bfloat16 and float32 answer differently)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from hwkit import jobs
     from hwkit.allocator import Job, ModelSpec
+    from hwkit.runtime import Runtime
 
     spec = ModelSpec.from_pretrained(smol)
     job = Job("generate", spec, seq_len=jobs.DEFAULT_CONTEXT, runtimes=("transformers",))
-    dtype = getattr(torch, jobs.place(job).plan.dtype)
+    planned = jobs.place(job, Runtime.load()).plan.dtype
     tok = AutoTokenizer.from_pretrained(str(smol))
-    model = AutoModelForCausalLM.from_pretrained(str(smol), dtype=dtype).eval()
+    models: dict[str, Any] = {}
 
-    def reply(messages: list[dict[str, str]]) -> str:
+    def reply(messages: list[dict[str, str]], dtype: str | None = None) -> str:
+        dtype = dtype or planned
+        if dtype not in models:
+            models[dtype] = AutoModelForCausalLM.from_pretrained(
+                str(smol), dtype=getattr(torch, dtype)
+            ).eval()
         text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         ids = tok(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
         with torch.inference_mode():
-            out = model.generate(
+            out = models[dtype].generate(
                 input_ids=ids,
                 attention_mask=torch.ones_like(ids),
                 max_new_tokens=MAX_TOKENS,
@@ -83,10 +91,12 @@ def test_interactive_loop_keeps_history_and_ends_on_eof(
     from hwkit.plugins.serving.chat import chat_loop
 
     seen: list[list[dict[str, str]]] = []
+    dtypes: set[str] = set()  # what this process's plan chose (its runtime may be a test's)
     real_prompt = TransformersGenerator.prompt
 
     def spy(self: TransformersGenerator, messages: list[dict[str, str]], n: int) -> Any:
         seen.append([dict(m) for m in messages])
+        dtypes.add(self.plan.dtype)
         return real_prompt(self, messages, n)
 
     monkeypatch.setattr(TransformersGenerator, "prompt", spy)
@@ -102,14 +112,15 @@ def test_interactive_loop_keeps_history_and_ends_on_eof(
         keep=10,
         out=out,
     )
+    (dtype,) = dtypes
     first = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi!"}]
-    reply1 = reference(first)
+    reply1 = reference(first, dtype)
     second = [
         *first,
         {"role": "assistant", "content": reply1},
         {"role": "user", "content": "Name a colour."},
     ]
-    reply2 = reference(second)
+    reply2 = reference(second, dtype)
     # The blank line is skipped; turn two is built on turn one, reply included.
     assert seen == [first, second]
     # A prompt before each line, one after the last reply; EOF then ends the loop.
