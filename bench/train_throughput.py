@@ -6,7 +6,9 @@ Tokens are counted the same way for both: non-padding tokens fed to training ste
 
 A second baseline, plain trl with float32 and no gradient checkpointing (what a user who
 knows their CPU would set by hand), shows how much of the gain is the dtype choice and how
-much is packing and batching.
+much is packing and batching. Where the plan chooses bfloat16 (a CPU with AVX512-BF16 or
+AMX), a third, plain trl in bf16 without checkpointing, measures that choice alone against
+the float32 one.
 
     python bench/train_throughput.py --examples 16 --seq-len 128
 """
@@ -156,17 +158,26 @@ def main() -> None:
             rows, opts.seq_len, Path(tmp) / "trl-fp32", bf16=False, gradient_checkpointing=False
         )
         ours = run_hwkit(rows, opts.seq_len, opts.batch, Path(tmp) / "hwkit")
+        native = None
+        if ours["dtype"] == "bfloat16":  # the plan's choice, checked against float32 alone
+            native = run_plain_trl(
+                rows, opts.seq_len, Path(tmp) / "trl-bf16", bf16=True, gradient_checkpointing=False
+            )
     ratio = ours["tokens_per_s"] / plain["tokens_per_s"]
     ratio_tuned = ours["tokens_per_s"] / tuned["tokens_per_s"]
+    from hwkit.backends.cpu import cpu_flags, isa_level
+
     machine = (
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch "
-        f"{torch.__version__}, {torch.get_num_threads()} threads"
+        f"{platform.processor() or platform.machine()} ({isa_level(cpu_flags())}), "
+        f"{os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
     )
     print(f"machine: {machine}")
     print(f"examples: {opts.examples} Alpaca rows, max length {opts.seq_len}, 1 epoch, LoRA r=8")
     cols = ("tokens", "seconds", "tokens/s", "steps", "micro", "accum", "dtype", "ckpt", "packing")
     print(f"{'':16} " + " ".join(f"{c:>9}" for c in cols))
-    runs = (("plain trl", plain), ("plain trl fp32", tuned), ("hwkit", ours))
+    runs = [("plain trl", plain), ("plain trl fp32", tuned), ("hwkit", ours)]
+    if native is not None:
+        runs.insert(2, ("plain trl bf16", native))
     for name, r in runs:
         print(
             f"{name:16} {r['tokens']:>9} {r['seconds']:>9.1f} {r['tokens_per_s']:>9.1f} "
@@ -175,12 +186,18 @@ def main() -> None:
         )
     print(f"ratio hwkit / plain trl (defaults): {ratio:.2f}x")
     print(f"ratio hwkit / plain trl (fp32, no checkpointing): {ratio_tuned:.2f}x")
+    if native is not None:
+        dtype_ratio = native["tokens_per_s"] / tuned["tokens_per_s"]
+        print(
+            f"ratio plain trl bf16 / fp32 (no checkpointing; the dtype alone): {dtype_ratio:.2f}x"
+        )
     if opts.json:
         summary = {
             "machine": machine,
             "plain_trl": plain,
             "plain_trl_fp32": tuned,
             "hwkit": ours,
+            "plain_trl_bf16": native,
             "ratio": ratio,
             "ratio_fp32": ratio_tuned,
         }
