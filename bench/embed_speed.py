@@ -92,27 +92,33 @@ def main() -> None:
     common = {"batch_size": args.batch_size, "max_length": args.max_length, "show_progress": False}
     ov_common = {**common, "num_threads": args.threads, "cache_dir": args.cache_dir}
     paths: dict[str, Callable[[list[str]], np.ndarray]] = {}
+    compute: dict[str, str] = {}  # the precision each path computes in
     if "st" not in args.skip:
         from sentence_transformers import SentenceTransformer
 
         st = SentenceTransformer(str(resolve_model("all-minilm-l6-v2")), device="cpu")
         st.max_seq_length = args.max_length
+        compute["sentence-transformers"] = "float32"
         paths["sentence-transformers"] = lambda t: st.encode(
             t, batch_size=args.batch_size, normalize_embeddings=True, convert_to_numpy=True
         )
     # Built by the core: each embedder on the device (and dtype) its embed plan chose.
     ours = load_embedder("torch", **common)
     paths["hwkit torch"] = ours.embed
+    compute["hwkit torch"] = ours.dtype  # bfloat16 on a CPU with AVX512-BF16 or AMX
     fp32 = load_embedder("openvino", **ov_common)
-    paths["hwkit openvino fp32"] = fp32.embed
+    paths["hwkit openvino fp32"] = fp32.embed  # FP32 weights, computed as the plan says
+    compute["hwkit openvino fp32"] = fp32.inference_precision or "device default"
     if not {"int8", "int8-weights"} & set(args.skip):
         weights = load_embedder("openvino", int8="weights", **ov_common)
         paths["hwkit openvino int8 weights"] = weights.embed
+        compute["hwkit openvino int8 weights"] = weights.inference_precision or "device default"
     if not {"int8", "int8-full"} & set(args.skip):
         docs, _ = read_corpus(args.data / "corpus.jsonl")
         calibration = [join_content(d.title, d.text) for d in sample(docs)]
         full = load_embedder("openvino", int8="full", calibration_texts=calibration, **ov_common)
         paths["hwkit openvino int8 full"] = full.embed
+        compute["hwkit openvino int8 full"] = "int8"
 
     results: dict[str, dict[str, Any]] = {}
     for name, (seconds, vectors) in timed(paths, texts, args.repeat).items():
@@ -125,6 +131,7 @@ def main() -> None:
         rows.append(
             {
                 "path": name,
+                "compute": compute[name],
                 "docs_per_s": round(r["docs_per_s"], 1),
                 "seconds": round(r["seconds"], 2),
                 "speedup_vs_torch": round(r["docs_per_s"] / base, 2),
@@ -145,12 +152,13 @@ def main() -> None:
         return
     print(" ".join(f"{k}={v}" for k, v in setup.items()))
     header = (
-        f"{'path':<30}{'docs/s':>9}{'seconds':>9}{'vs torch':>10}{'cos min':>11}{'cos mean':>11}"
+        f"{'path':<30}{'compute':>9}{'docs/s':>9}{'seconds':>9}{'vs torch':>10}"
+        f"{'cos min':>11}{'cos mean':>11}"
     )
     print(header)
     for r in rows:
         print(
-            f"{r['path']:<30}{r['docs_per_s']:>9}{r['seconds']:>9}{r['speedup_vs_torch']:>9}x"
+            f"{r['path']:<30}{r['compute']:>9}{r['docs_per_s']:>9}{r['seconds']:>9}{r['speedup_vs_torch']:>9}x"
             f"{r['cosine_min']:>11}{r['cosine_mean']:>11}"
         )
 
