@@ -124,7 +124,8 @@ def arm_hwkit(args: argparse.Namespace) -> dict[str, Any]:
         "peak_rss": peak_rss(),
         "estimate": plan["estimate"],
         "plan": {
-            k: plan[k] for k in ("micro_batch", "grad_accum", "group_size", "generation_batch")
+            k: plan[k]
+            for k in ("dtype", "micro_batch", "grad_accum", "group_size", "generation_batch")
         },
         "before": {k: v for k, v in report["eval_before"].items() if k != "samples"},
         "after": {k: v for k, v in report["eval_after"].items() if k != "samples"},
@@ -151,8 +152,11 @@ def arm_trl(args: argparse.Namespace) -> dict[str, Any]:
     model = AutoModelForCausalLM.from_pretrained(str(args.model), dtype=torch.float32)
     tuned = args.arm == "trl-tuned"
     # as trl's docs show it (its defaults: bf16 and gradient checkpointing, emulated bf16 on
-    # a CPU without it), or hand-tuned as hwkit's plan runs it (float32, no checkpointing)
-    precision = {"bf16": False, "gradient_checkpointing": False} if tuned else {}
+    # a CPU without it), or hand-tuned as hwkit's plan runs it: no checkpointing, in the
+    # plan's dtype (float32 on an AVX2 CPU; bf16 autocast where the CPU has native bf16)
+    plan = json.loads((Path(args.work) / "hwkit-run" / "plan.json").read_text())
+    bf16 = plan["dtype"] == "bfloat16"
+    precision = {"bf16": bf16, "gradient_checkpointing": False} if tuned else {}
     config = GRPOConfig(
         output_dir=str(Path(args.work) / f"{args.arm}-run"),
         **precision,
@@ -188,6 +192,7 @@ def arm_trl(args: argparse.Namespace) -> dict[str, Any]:
     completion = completion_tokens(logs, args.batch)
     return {
         "arm": args.arm,
+        "dtype": "bfloat16" if config.bf16 else "float32",
         "steps": int(trainer.state.global_step),
         "seconds": seconds,
         "tokens": total,
@@ -266,13 +271,14 @@ def main() -> None:
         f"<= {args.completion} tokens), SmolLM2-135M scorer from {args.sft_run}"
     )
     print(
-        f"{'arm':9} {'steps':>5} {'train min':>9} {'tok/s':>7} {'compl tok/s':>11} "
+        f"{'arm':9} {'dtype':>9} {'steps':>5} {'train min':>9} {'tok/s':>7} {'compl tok/s':>11} "
         f"{'peak RSS MB':>11}"
     )
     for name, r in results.items():
         secs = r.get("train_seconds") or r["seconds"]
+        dtype = r.get("dtype") or r["plan"]["dtype"]
         print(
-            f"{name:9} {r['steps']:5} {secs / 60:9.1f} {r['tokens'] / secs:7.1f} "
+            f"{name:9} {dtype:>9} {r['steps']:5} {secs / 60:9.1f} {r['tokens'] / secs:7.1f} "
             f"{r['completion_tokens'] / secs:11.1f} {r['peak_rss'] / MB:11.0f}"
         )
     if "hwkit" in results:
