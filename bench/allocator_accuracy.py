@@ -18,6 +18,11 @@ rows concatenated through the policy; the reference is the same model under peft
     python bench/allocator_accuracy.py --quick    # 3 configurations
     python bench/allocator_accuracy.py --dropout  # the 3 with LoRA dropout (0.05)
     python bench/allocator_accuracy.py --json results.json --jobs 2   # 2 at a time
+    python bench/allocator_accuracy.py --quick --dtype bfloat16   # a CPU with native bf16
+
+With ``--dtype bfloat16`` the model is built in bf16 and each step runs under CPU autocast,
+as hwkit's trainers run a bf16 plan (trl's ``bf16=True``); peft keeps the adapters in
+float32.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ import resource
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 MB = 1_000_000
@@ -43,13 +48,15 @@ class Config:
     gradient_checkpointing: bool
     lora_rank: int | None = 8
     lora_dropout: float = 0.0
+    dtype: str = "float32"
 
     @property
     def label(self) -> str:
         rank = f"r{self.lora_rank}" if self.lora_rank else "full"
         gc = "gc" if self.gradient_checkpointing else "--"
         drop = f" d{self.lora_dropout:g}" if self.lora_dropout else ""
-        return f"{self.kind:4} {rank:5} mb{self.micro_batch} s{self.seq_len} {gc}{drop}"
+        bf16 = " bf16" if self.dtype == "bfloat16" else ""
+        return f"{self.kind:4} {rank:5} mb{self.micro_batch} s{self.seq_len} {gc}{drop}{bf16}"
 
 
 GRID = [
@@ -108,7 +115,7 @@ def hwkit_estimate(cfg: Config) -> dict[str, int]:
     )
     est = estimate(
         job,
-        Settings("float32", "none", cfg.micro_batch, cfg.gradient_checkpointing, "sdpa", traits),
+        Settings(cfg.dtype, "none", cfg.micro_batch, cfg.gradient_checkpointing, "sdpa", traits),
     )
     return {**est.parts(), "total": est.total, "runtime": traits.runtime_overhead}
 
@@ -130,7 +137,7 @@ def worker(cfg: Config) -> dict[str, Any]:
     config = transformers.AutoConfig.for_model(**json.loads(config_path.read_text()))
     config.use_cache = False
     model = transformers.AutoModelForCausalLM.from_config(
-        config, dtype=torch.float32, attn_implementation="sdpa"
+        config, dtype=getattr(torch, cfg.dtype), attn_implementation="sdpa"
     )
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -164,19 +171,21 @@ def worker(cfg: Config) -> dict[str, Any]:
 
     started = time.perf_counter()
     # two steps: the second runs with AdamW's state allocated, as every later step does
+    bf16 = cfg.dtype == "bfloat16"
     for _ in range(2):
         ids = torch.randint(0, vocab, (rows, cfg.seq_len))
-        if cfg.kind == "dpo":
-            with torch.no_grad(), model.disable_adapter():
-                ref = seq_logps(model(input_ids=ids).logits, ids)
-            outputs = model(input_ids=ids)
-            pol = seq_logps(outputs.logits, ids)
-            n = cfg.micro_batch
-            margin = (pol[:n] - ref[:n]) - (pol[n:] - ref[n:])
-            loss = -F.logsigmoid(0.1 * margin).mean()
-        else:
-            outputs = model(input_ids=ids, labels=ids)
-            loss = outputs.loss
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):  # trl's bf16=True
+            if cfg.kind == "dpo":
+                with torch.no_grad(), model.disable_adapter():
+                    ref = seq_logps(model(input_ids=ids).logits, ids)
+                outputs = model(input_ids=ids)
+                pol = seq_logps(outputs.logits, ids)
+                n = cfg.micro_batch
+                margin = (pol[:n] - ref[:n]) - (pol[n:] - ref[n:])
+                loss = -F.logsigmoid(0.1 * margin).mean()
+            else:
+                outputs = model(input_ids=ids, labels=ids)
+                loss = outputs.loss
         loss.backward()  # outputs (and its logits) still referenced, as in trl's training_step
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -253,6 +262,9 @@ def main() -> None:
     parser.add_argument(
         "--dropout", action="store_true", help="the configurations with LoRA dropout only"
     )
+    parser.add_argument(
+        "--dtype", default="float32", choices=("float32", "bfloat16"), help="compute dtype"
+    )
     parser.add_argument("--json", help="also write the results to this file")
     parser.add_argument("--jobs", type=int, default=1, help="configurations run at once")
     parser.add_argument(
@@ -272,6 +284,7 @@ def main() -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     grid = QUICK if args.quick else DROPOUT if args.dropout else GRID
+    grid = [replace(c, dtype=args.dtype) for c in grid]
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:  # each run is its own process
         results = list(pool.map(run_one, grid))
     ok = report(results)
