@@ -154,9 +154,10 @@ def arm_trl(args: argparse.Namespace) -> dict[str, Any]:
     # as trl's docs show it (its defaults: bf16 and gradient checkpointing, emulated bf16 on
     # a CPU without it), or hand-tuned as hwkit's plan runs it: no checkpointing, in the
     # plan's dtype (float32 on an AVX2 CPU; bf16 autocast where the CPU has native bf16)
-    plan = json.loads((Path(args.work) / "hwkit-run" / "plan.json").read_text())
-    bf16 = plan["dtype"] == "bfloat16"
-    precision = {"bf16": bf16, "gradient_checkpointing": False} if tuned else {}
+    precision: dict[str, bool] = {}
+    if tuned:
+        plan = json.loads((Path(args.work) / "hwkit-run" / "plan.json").read_text())
+        precision = {"bf16": plan["dtype"] == "bfloat16", "gradient_checkpointing": False}
     config = GRPOConfig(
         output_dir=str(Path(args.work) / f"{args.arm}-run"),
         **precision,
